@@ -21,11 +21,19 @@
 #include <stddef.h>
 
 #define ETF_PY_MAX_DEPTH_DEFAULT 256
+#define ETF_PY_MAX_BYTES_DEFAULT ((size_t)64 << 20) /* the default message size limit */
 #define ETF_PY_MAX_ATOM_CHARS 255 /* characters (code points), the Erlang limit */
+/* Magnitude bytes of the largest integer a 64-bit OTP 25 node accepts: 2^19 - 1 words. */
+#define ETF_PY_MAX_BIG_BYTES ((size_t)((1 << 19) - 1) * 8)
 
+/*
+ * A zero field, or a NULL limits pointer, means the default. Lists, tuples and maps count as a
+ * level of nesting, empty ones too; charlists are lists. Atoms are always encoded as UTF-8
+ * atoms (SMALL_ATOM_UTF8_EXT or ATOM_UTF8_EXT), as the distribution and OTP 26 do.
+ */
 typedef struct {
     size_t max_depth; /* nesting depth of lists, tuples, maps; the top term is depth 1 */
-    size_t max_bytes; /* size of one encoded term */
+    size_t max_bytes; /* size of one encoded term; at most INT_MAX, the limit of ei_x_buff */
 } EtfPyLimits;
 
 /* The error kinds of the error map: "bad_request", "too_deep", "too_large", "encode_error". */
