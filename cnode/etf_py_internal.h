@@ -19,6 +19,7 @@ typedef struct {
     PyObject *fun_type;       /* snakepit.Fun */
     PyObject *encoder_lookup; /* snakepit.encoders.lookup */
     PyObject *etf_attr;       /* the interned str "_etf", the bytes slot of an opaque object */
+    PyObject *module_attr;    /* the interned str "__module__" */
     PyObject *atom_cache;     /* dict: str -> Atom, bounded by ETF_PY_ATOM_CACHE_MAX */
 } EtfPyState;
 

@@ -1095,3 +1095,64 @@ Test(etf_py, decode_from_index)
     cr_assert_eq(index, x.index - 7, "index must stop after the tuple, before 'after'");
     ei_x_free(&x);
 }
+
+static long allocated_blocks(void)
+{
+    PyObject *v = py_eval("sys.getallocatedblocks()");
+    long n = PyLong_AsLong(v);
+
+    Py_DECREF(v);
+    return n;
+}
+
+/* Round trips and every kind of failure, repeated: Python's block count must stay flat. */
+static void exercise_codec(void)
+{
+    ei_x_buff x;
+    ei_x_buff out;
+    EtfPyLimits shallow = {.max_depth = 2};
+
+    new_x(&x);
+    every_kind_term(&x);
+    for (int n = 0; n <= x.index; n++) {
+        EtfPyError err;
+        int index = 0;
+        PyObject *v = etf_py_decode(x.buff, (size_t)n, &index, NULL, &err);
+
+        if (v != NULL) {
+            encode_ok(&out, v, NULL);
+            ei_x_free(&out);
+        }
+        index = 0;
+        cr_assert_null(etf_py_decode(x.buff, (size_t)x.index, &index, &shallow, &err));
+    }
+    ei_x_free(&x);
+    encode_fails(py_eval("[{'k': (1, 2.5, b'x', Atom('a'))}, [Widget()]]"), NULL, "encode_error",
+                 NULL);
+    encode_fails(py_eval("[[[[[1]]]]]"), &shallow, "too_deep", NULL);
+    encode_fails(py_eval("[Broken()]"), NULL, "encode_error", NULL);
+    encode_fails(py_eval("{1: ['x' * 2000]}"), &(EtfPyLimits){.max_bytes = 1000}, "too_large",
+                 NULL);
+}
+
+Test(etf_py, no_reference_leaks)
+{
+    py_exec("import sys\n"
+            "class Widget:\n"
+            "    pass\n"
+            "class Broken:\n"
+            "    pass\n"
+            "def fail(obj):\n"
+            "    raise ValueError('no way')\n"
+            "snakepit.encoders.register(Broken, fail)\n");
+    for (int i = 0; i < 5; i++) {
+        exercise_codec();
+    }
+    long before = allocated_blocks();
+    for (int i = 0; i < 50; i++) {
+        exercise_codec();
+    }
+    long after = allocated_blocks();
+    cr_assert_lt(after - before, 20, "Python blocks grew from %ld to %ld over 50 rounds", before,
+                 after);
+}
