@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Decoder from external term format to Python objects. It parses the tags itself, checking
- * every length against the bytes left before reading, and keeps the lists, tuples and maps it
- * is filling on an explicit stack bounded by the depth limit, so no input can make it read
- * past the buffer or recurse on the C stack.
+ * Decoder from external term format to Python objects. It parses the tags itself and checks
+ * every length against the bytes left before reading, so no input makes it read past the
+ * buffer. The lists, tuples and maps being filled sit on an explicit stack bounded by the
+ * depth limit, so no input makes it recurse on the C stack either.
  */
 #include "etf_py_internal.h"
 
@@ -157,7 +157,7 @@ static PyObject *decode_charlist(Decoder *d)
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        /* Integers below 256 are preallocated by CPython: this cannot fail. */
+        /* CPython 3.11 preallocates the ints -5 to 256, so this returns one of them. */
         PyList_SET_ITEM(list, (Py_ssize_t)i, PyLong_FromLong(d->buf[d->pos + i]));
     }
     d->pos += n;
@@ -456,8 +456,9 @@ static int decode_container_header(Decoder *d, FrameKind kind, size_t header, si
 }
 
 /*
- * Decode the term at the cursor: a scalar is stored in *value (new reference); a non-empty
- * list, tuple or map is pushed as a frame and *value stays NULL.
+ * Decode the term at the cursor. A scalar, charlist or empty list is stored in *value (new
+ * reference). A tuple, map or LIST_EXT is pushed as a frame, even when empty, and *value
+ * stays NULL.
  */
 static int decode_one(Decoder *d, PyObject **value)
 {

@@ -2,8 +2,8 @@
 /*
  * Encoder from Python objects to external term format, appending to an ei_x_buff. Containers
  * are walked with an explicit stack bounded by the depth limit, so a Python list nested
- * 100,000 deep costs no C or Python recursion, and every write is checked against the size
- * limit before it is made, so a 100 MB bytes object over the limit is never copied.
+ * 100,000 deep costs no C or Python recursion. Every write is checked against the size limit
+ * before it is made, so a 100 MB bytes object over the limit is never copied.
  */
 #include "etf_py_internal.h"
 
@@ -649,7 +649,10 @@ static int encode_object(Encoder *e, PyObject *obj)
         if (fn == NULL) {
             handled = encode_subclass(e, obj);
             if (handled == 0) {
-                fail_type(e, "no term mapping or encoder for Python type", obj);
+                fail_type(e, "no term mapping for Python type", obj);
+                size_t used = strlen(e->err->message);
+                snprintf(e->err->message + used, sizeof(e->err->message) - used,
+                         ": register an encoder with snakepit.encoders.register()");
             }
             r = handled > 0 ? 0 : -1;
             break;

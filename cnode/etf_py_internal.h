@@ -26,9 +26,6 @@ typedef struct {
 /* Decoded atoms are shared through the cache up to this many distinct names. */
 #define ETF_PY_ATOM_CACHE_MAX 4096
 
-/* A term tag that the codec does not define elsewhere: NEW_FUN_EXT and EXPORT_EXT are in ei.h. */
-#define ETF_PY_ATOM_CACHE_REF 'R'
-
 extern EtfPyState etf_py_state;
 
 /* Fill *err with `kind` (a static string) and a formatted message; returns -1. */

@@ -81,7 +81,8 @@ def test_numpy_array_and_scalars() -> None:
     assert encoders.encode(numpy.arange(6).reshape(2, 3)) == [[0, 1, 2], [3, 4, 5]]
     assert encoders.encode(numpy.array(2.5)) == 2.5
     value = encoders.encode(numpy.int32(7))
-    assert value == 7 and type(value) is int
+    assert value == 7
+    assert type(value) is int
     assert type(encoders.encode(numpy.float32(0.5))) is float
     assert encoders.encode(numpy.bool_(True)) is True
 

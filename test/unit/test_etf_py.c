@@ -994,7 +994,7 @@ Test(etf_py, truncated_at_every_length)
     new_x(&x);
     every_kind_term(&x);
     round_trip(&x, NULL);
-    /* Each prefix is copied to a buffer of exactly its size so ASan sees any read past it. */
+    /* Each prefix is copied to a buffer of exactly its size, so ASan reports any read past it. */
     for (int n = 0; n < x.index; n++) {
         char *copy = malloc(n > 0 ? (size_t)n : 1);
 
