@@ -649,10 +649,12 @@ static int encode_object(Encoder *e, PyObject *obj)
         if (fn == NULL) {
             handled = encode_subclass(e, obj);
             if (handled == 0) {
-                fail_type(e, "no term mapping for Python type", obj);
-                size_t used = strlen(e->err->message);
-                snprintf(e->err->message + used, sizeof(e->err->message) - used,
-                         ": register an encoder with snakepit.encoders.register()");
+                char type_name[128];
+
+                etf_py_type_name(Py_TYPE(obj), type_name, sizeof(type_name));
+                etf_py_error_set(e->err, "encode_error",
+                                 "no term mapping for Python type %s: register an encoder with "
+                                 "snakepit.encoders.register()", type_name);
             }
             r = handled > 0 ? 0 : -1;
             break;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "etf_py.h"
 
@@ -1155,4 +1156,93 @@ Test(etf_py, no_reference_leaks)
     long after = allocated_blocks();
     cr_assert_lt(after - before, 20, "Python blocks grew from %ld to %ld over 50 rounds", before,
                  after);
+}
+
+/* Read a whole file into a malloc'd buffer; stores its size in *len. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *data;
+    long size;
+
+    cr_assert_not_null(f, "cannot open %s", path);
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    size = ftell(f);
+    cr_assert_geq(size, 0);
+    rewind(f);
+    data = malloc((size_t)size + 1);
+    cr_assert_not_null(data);
+    cr_assert_eq(fread(data, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    *len = (size_t)size;
+    return data;
+}
+
+static void run_terms_script(const char *mode, const char *first, const char *second)
+{
+    const char *script = getenv("ETF_PY_TERMS_SCRIPT");
+    char command[1024];
+
+    cr_assert_not_null(script, "ETF_PY_TERMS_SCRIPT is not set: run the test through meson");
+    snprintf(command, sizeof(command), "escript '%s' %s '%s' %s%s%s", script, mode, first,
+             second != NULL ? "'" : "", second != NULL ? second : "", second != NULL ? "'" : "");
+    cr_assert_eq(system(command), 0, "%s failed", command);
+}
+
+/* Echo each term that a real OTP node wrote and let that node check what came back. */
+Test(etf_py, erlang_terms_round_trip)
+{
+    char dir[] = "/tmp/test_etf_py_XXXXXX";
+    char original[64];
+    char echoed[64];
+    size_t len;
+    size_t pos = 0;
+    size_t count = 0;
+    ei_x_buff frames;
+
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(original, sizeof(original), "%s/original.bin", dir);
+    snprintf(echoed, sizeof(echoed), "%s/echoed.bin", dir);
+    run_terms_script("generate", original, NULL);
+
+    char *data = read_file(original, &len);
+    new_x(&frames);
+    while (pos < len) {
+        cr_assert_geq(len - pos, 5);
+        size_t n = (size_t)(unsigned char)data[pos] << 24 |
+                   (size_t)(unsigned char)data[pos + 1] << 16 |
+                   (size_t)(unsigned char)data[pos + 2] << 8 | (unsigned char)data[pos + 3];
+        const char *term = data + pos + 4;
+        ei_x_buff out;
+        EtfPyError err;
+        int index = 1;
+
+        cr_assert_eq((unsigned char)term[0], 131, "term %zu has no version byte", count);
+        PyObject *v = etf_py_decode(term, n, &index, NULL, &err);
+        cr_assert_not_null(v, "term %zu: %s: %s", count, err.kind, err.message);
+        cr_assert_eq((size_t)index, n, "term %zu: decoded %d of %zu bytes", count, index, n);
+        cr_assert_eq(ei_x_new_with_version(&out), 0);
+        cr_assert_eq(etf_py_encode(&out, v, NULL, &err), 0, "term %zu: %s: %s", count, err.kind,
+                     err.message);
+        Py_DECREF(v);
+        char header[4] = {(char)(out.index >> 24), (char)(out.index >> 16),
+                          (char)(out.index >> 8), (char)out.index};
+        ei_x_append_buf(&frames, header, 4);
+        ei_x_append_buf(&frames, out.buff, out.index);
+        ei_x_free(&out);
+        pos += 4 + n;
+        count++;
+    }
+    free(data);
+    cr_assert_gt(count, 40, "only %zu terms generated", count);
+
+    FILE *f = fopen(echoed, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(frames.buff, 1, (size_t)frames.index, f), (size_t)frames.index);
+    cr_assert_eq(fclose(f), 0);
+    ei_x_free(&frames);
+    run_terms_script("check", original, echoed);
+    unlink(original);
+    unlink(echoed);
+    rmdir(dir);
 }
