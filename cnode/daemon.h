@@ -8,8 +8,18 @@
 
 #include "config.h"
 #include "dist.h"
+#include "error.h"
+#include "worker_pool.h"
 
 #define SNAKEPIT_VERSION "0.1.0"
+
+/* A module callable through the generic adapter in one pool. */
+typedef struct {
+    size_t pool_index;
+    char module[CONFIG_NAME_MAX];
+} AllowedModule;
+
+#define DAEMON_MAX_ALLOWED (CONFIG_MAX_LIBRARIES * 2)
 
 typedef struct Daemon {
     struct ev_loop *loop;
@@ -27,10 +37,22 @@ typedef struct Daemon {
     ev_timer owner_timer;
     ev_timer watchdog_timer;
     int exit_status;
+
+    WorkerPool *pools[CONFIG_MAX_POOLS];
+    size_t pool_count;
+    AllowedModule allowed[DAEMON_MAX_ALLOWED];
+    size_t allowed_count;
 } Daemon;
 
 /* Handle one `$gen_call` to the registered name; takes ownership of `caller`. */
 void request_handle(Daemon *daemon, DistCaller *caller, const char *request, size_t len);
+
+/* Reply `{error, #{kind, message, retryable}}` and account for the finished call. */
+void request_reply_error(Daemon *daemon, DistCaller *caller, ErrorKind kind, const char *message);
+
+/* Handle `{execute | execute_stream, Command, Args, Opts}`; `index` is after the tag atom. */
+void request_execute(Daemon *daemon, DistCaller *caller, const char *request, size_t len,
+                     int index, int arity, bool stream);
 
 /* Handle a `$gen_cast` or plain message to the registered name. */
 void request_handle_cast(Daemon *daemon, const char *node, const char *request, size_t len);
@@ -41,5 +63,5 @@ void request_reply(Daemon *daemon, DistCaller *caller, const char *reply, size_t
 /* Begin a graceful shutdown: stop accepting, let calls finish, then leave the loop. */
 void daemon_shutdown(Daemon *daemon, const char *reason);
 
-/* Print READY and notify systemd once every pool is ready (now: once the node is published). */
+/* Print READY and notify systemd once the node is published and every pool has a worker. */
 void daemon_announce_ready(Daemon *daemon);

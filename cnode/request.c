@@ -26,7 +26,7 @@ static void reply_buffer(Daemon *d, DistCaller *caller, ei_x_buff *x)
     ei_x_free(x);
 }
 
-static void reply_error(Daemon *d, DistCaller *caller, ErrorKind kind, const char *message)
+void request_reply_error(Daemon *d, DistCaller *caller, ErrorKind kind, const char *message)
 {
     ei_x_buff x;
 
@@ -45,10 +45,38 @@ static void reply_atom(Daemon *d, DistCaller *caller, const char *atom)
     ei_x_buff x;
 
     if (ei_x_new(&x) < 0 || ei_x_encode_atom(&x, atom) < 0) {
-        reply_error(d, caller, ERROR_OVERLOADED, "out of memory");
+        request_reply_error(d, caller, ERROR_OVERLOADED, "out of memory");
         return;
     }
     reply_buffer(d, caller, &x);
+}
+
+static void encode_pools(const Daemon *d, ei_x_buff *x)
+{
+    if (d->pool_count > 0) {
+        ei_x_encode_list_header(x, (long)d->pool_count);
+        for (size_t i = 0; i < d->pool_count; i++) {
+            worker_pool_encode_info(d->pools[i], x);
+        }
+    }
+    ei_x_encode_empty_list(x);
+}
+
+/* ok when every pool has a worker and none is crash looping; unhealthy with no worker at all. */
+static const char *health_status(const Daemon *d)
+{
+    bool degraded = false;
+
+    if (d->shutting_down) {
+        return "unhealthy";
+    }
+    for (size_t i = 0; i < d->pool_count; i++) {
+        if (!worker_pool_ready(d->pools[i])) {
+            return "unhealthy";
+        }
+        degraded = degraded || worker_pool_degraded(d->pools[i]);
+    }
+    return degraded ? "degraded" : "ok";
 }
 
 static void handle_info(Daemon *d, DistCaller *caller)
@@ -56,7 +84,7 @@ static void handle_info(Daemon *d, DistCaller *caller)
     ei_x_buff x;
 
     if (ei_x_new(&x) < 0) {
-        reply_error(d, caller, ERROR_OVERLOADED, "out of memory");
+        request_reply_error(d, caller, ERROR_OVERLOADED, "out of memory");
         return;
     }
     ei_x_encode_tuple_header(&x, 2);
@@ -67,7 +95,7 @@ static void handle_info(Daemon *d, DistCaller *caller)
     ei_x_encode_atom(&x, "node");
     ei_x_encode_atom(&x, dist_node_name(d->dist));
     ei_x_encode_atom(&x, "pools");
-    ei_x_encode_empty_list(&x);
+    encode_pools(d, &x);
     ei_x_encode_atom(&x, "store");
     ei_x_encode_atom(&x, "none");
     ei_x_encode_atom(&x, "uptime_ms");
@@ -78,10 +106,10 @@ static void handle_info(Daemon *d, DistCaller *caller)
 static void handle_health(Daemon *d, DistCaller *caller)
 {
     ei_x_buff x;
-    const char *status = d->shutting_down ? "unhealthy" : "ok";
+    const char *status = health_status(d);
 
     if (ei_x_new(&x) < 0) {
-        reply_error(d, caller, ERROR_OVERLOADED, "out of memory");
+        request_reply_error(d, caller, ERROR_OVERLOADED, "out of memory");
         return;
     }
     ei_x_encode_tuple_header(&x, 2);
@@ -98,7 +126,7 @@ static void handle_health(Daemon *d, DistCaller *caller)
     ei_x_encode_atom(&x, "peers");
     ei_x_encode_ulong(&x, dist_peer_count(d->dist));
     ei_x_encode_atom(&x, "pools");
-    ei_x_encode_empty_list(&x);
+    encode_pools(d, &x);
     reply_buffer(d, caller, &x);
 }
 
@@ -125,17 +153,18 @@ static void reply_unknown(Daemon *d, DistCaller *caller, const char *request, si
                  "starting with an atom, got a term of type '%c'", type);
     }
     (void)len;
-    reply_error(d, caller, ERROR_BAD_REQUEST, message);
+    request_reply_error(d, caller, ERROR_BAD_REQUEST, message);
 }
 
 void request_handle(Daemon *d, DistCaller *caller, const char *request, size_t len)
 {
     char atom[MAXATOMLEN_UTF8];
     int index = 0;
+    int arity;
 
     d->calls_in_flight++;
     if (d->shutting_down) {
-        reply_error(d, caller, ERROR_SHUTTING_DOWN, "the daemon is shutting down");
+        request_reply_error(d, caller, ERROR_SHUTTING_DOWN, "the daemon is shutting down");
         return;
     }
     if (ei_decode_atom(request, &index, atom) == 0) {
@@ -149,6 +178,15 @@ void request_handle(Daemon *d, DistCaller *caller, const char *request, size_t l
         }
         if (strcmp(atom, "health") == 0) {
             handle_health(d, caller);
+            return;
+        }
+    }
+    index = 0;
+    if (ei_decode_tuple_header(request, &index, &arity) == 0 && arity > 0 &&
+        ei_decode_atom(request, &index, atom) == 0) {
+        if (strcmp(atom, "execute") == 0 || strcmp(atom, "execute_stream") == 0) {
+            request_execute(d, caller, request, len, index, arity - 1,
+                            strcmp(atom, "execute_stream") == 0);
             return;
         }
     }
