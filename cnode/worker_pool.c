@@ -126,6 +126,7 @@ static void job_free(PoolJob *job)
     }
     ev_timer_stop(job->pool->loop, &job->timer);
     free(job->payload);
+    free(job->session_id);
     free(job);
 }
 
@@ -185,6 +186,10 @@ static void job_start(WorkerPool *pool, Worker *worker, PoolJob *job)
     ev_timer_stop(pool->loop, &job->timer);
     ev_timer_set(&job->timer, left > 0 ? left : 0.001, 0.);
     ev_timer_start(pool->loop, &job->timer);
+    if (job->session_id && job->want_worker != worker->id && pool->hooks.on_session_bound) {
+        pool->hooks.on_session_bound(pool->userdata, job->session_id, job->session_id_len,
+                                     worker->id);
+    }
     int r = worker_process_send(worker, WORKER_FRAME_CALL, job->id, job->payload,
                                 job->payload_len);
     if (r < 0) {
@@ -204,14 +209,60 @@ static Worker *find_idle_worker(WorkerPool *pool)
     return NULL;
 }
 
+static Worker *find_worker_by_id(WorkerPool *pool, uint32_t id)
+{
+    for (Worker *w = pool->workers; w; w = w->next) {
+        if (w->id == id) {
+            return w;
+        }
+    }
+    return NULL;
+}
+
+bool worker_pool_has_worker(const WorkerPool *pool, uint32_t id)
+{
+    Worker *w = find_worker_by_id((WorkerPool *)pool, id);
+
+    return w && w->state != WORKER_STOPPING && w->state != WORKER_FORKING;
+}
+
+/* The first queued job this worker may run: FIFO, skipping jobs held for another worker. */
+static PoolJob *next_job_for(WorkerPool *pool, const Worker *w)
+{
+    for (PoolJob *job = pool->queue_head; job; job = job->next) {
+        if (!job->strict || job->want_worker == w->id) {
+            return job;
+        }
+    }
+    return NULL;
+}
+
 static void pool_dispatch(WorkerPool *pool)
 {
-    Worker *worker;
+    for (Worker *w = pool->workers; w && pool->queue_head; w = w->next) {
+        if (w->state != WORKER_IDLE) {
+            continue;
+        }
+        PoolJob *job = next_job_for(pool, w);
+        if (job) {
+            queue_remove(pool, job);
+            job_start(pool, w, job);
+        }
+    }
+}
 
-    while (pool->queue_head && (worker = find_idle_worker(pool))) {
-        PoolJob *job = pool->queue_head;
-        queue_remove(pool, job);
-        job_start(pool, worker, job);
+/* Jobs held for a worker that is gone can never run: their session's state was lost. */
+static void fail_jobs_held_for(WorkerPool *pool, uint32_t worker_id, const char *status)
+{
+    for (PoolJob *job = pool->queue_head, *next; job; job = next) {
+        next = job->next;
+        if (job->strict && job->want_worker == worker_id) {
+            queue_remove(pool, job);
+            job_answer_error(job, ERROR_SESSION_WORKER_UNAVAILABLE,
+                             "the worker %u that held this session's state %s; the state is lost",
+                             worker_id, status);
+            job_free(job);
+        }
     }
 }
 
@@ -234,6 +285,22 @@ static int stream_open(WorkerPool *pool, PoolJob *job)
     job->caller = NULL;
     ei_x_free(&x);
     return 0;
+}
+
+/* The worker to start a new call on now, or NULL to queue it. */
+static Worker *pick_worker(WorkerPool *pool, const PoolJob *job, PoolAffinity affinity)
+{
+    if (job->want_worker) {
+        Worker *w = find_worker_by_id(pool, job->want_worker);
+        if (w && w->state == WORKER_IDLE) {
+            return w;
+        }
+        if (affinity != POOL_AFFINITY_HINT) {
+            return NULL;
+        }
+    }
+    /* Queued calls go first, so a new call starts at once only when none waits. */
+    return pool->queue_head ? NULL : find_idle_worker(pool);
 }
 
 void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
@@ -259,6 +326,16 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
     job->timeout_ms = request->timeout_ms;
     job->deadline = now + request->timeout_ms / 1000.0;
     job->stream = request->stream;
+    job->want_worker = request->worker_id;
+    job->strict = request->worker_id != 0 && request->affinity != POOL_AFFINITY_HINT;
+    if (request->session_id) {
+        job->session_id = malloc(request->session_id_len + 1);
+        if (job->session_id) {
+            memcpy(job->session_id, request->session_id, request->session_id_len);
+            job->session_id[request->session_id_len] = '\0';
+            job->session_id_len = request->session_id_len;
+        }
+    }
     ev_init(&job->timer, job_timer_cb);
     job->timer.data = job;
 
@@ -268,7 +345,14 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
         job_free(job);
         return;
     }
-    Worker *worker = find_idle_worker(pool);
+    Worker *worker = pick_worker(pool, job, request->affinity);
+    if (!worker && request->affinity == POOL_AFFINITY_STRICT_FAIL_FAST && job->want_worker) {
+        job_answer_error(job, ERROR_WORKER_BUSY,
+                         "worker %u of this session is busy (affinity strict_fail_fast)",
+                         job->want_worker);
+        job_free(job);
+        return;
+    }
     if (!worker && pool->queue_len >= pool->config.max_queue) {
         job_answer_error(job, ERROR_OVERLOADED,
                          "the queue of pool '%s' is full (max_queue = %u calls)",
@@ -293,6 +377,8 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
                  0.);
     ev_timer_start(pool->loop, &job->timer);
     queue_push(pool, job);
+    /* An idle worker may be free for it when the jobs ahead are held for other workers. */
+    pool_dispatch(pool);
 }
 
 /* ---- Frames from workers ---- */
@@ -539,8 +625,10 @@ void worker_pool_on_worker_exit(WorkerPool *pool, Worker *w, const char *status)
             record_death(pool);
         }
     }
+    uint32_t id = w->id;
     remove_worker(pool, w);
     if (!pool->freeing) {
+        fail_jobs_held_for(pool, id, status);
         pool_top_up(pool);
     }
 }

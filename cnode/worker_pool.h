@@ -27,6 +27,9 @@ typedef struct {
     int (*send)(void *userdata, const erlang_pid *to, const char *message, size_t len);
     /* The pool's first worker is ready (called once per pool). */
     void (*on_ready)(void *userdata, WorkerPool *pool);
+    /* A session call started on a worker the session was not bound to: record the binding. */
+    void (*on_session_bound)(void *userdata, const char *session_id, size_t len,
+                             uint32_t worker_id);
 } WorkerPoolHooks;
 
 typedef struct {
@@ -37,6 +40,12 @@ typedef struct {
     int log_level;
 } WorkerPoolSettings;
 
+typedef enum {
+    POOL_AFFINITY_HINT,             /* prefer the session's worker, else any idle worker */
+    POOL_AFFINITY_STRICT_QUEUE,     /* wait for the session's worker */
+    POOL_AFFINITY_STRICT_FAIL_FAST, /* the session's worker or a worker_busy error */
+} PoolAffinity;
+
 /* A call ready to run: the CALL payload (a term with version byte) and where the result goes. */
 typedef struct {
     DistCaller *caller;   /* new: the pool replies to it exactly once */
@@ -44,6 +53,10 @@ typedef struct {
     size_t payload_len;
     unsigned timeout_ms;  /* deadline of the whole call, queue time included */
     bool stream;          /* reply {ok, Ref} now, then stream messages to the caller's pid */
+    const char *session_id; /* borrowed; NULL for a call outside a session */
+    size_t session_id_len;
+    uint32_t worker_id;   /* the session's worker, 0 when it has none yet */
+    PoolAffinity affinity;
 } PoolCallRequest;
 
 int worker_pool_new(struct ev_loop *loop, const PoolConfig *config,
@@ -56,6 +69,9 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request);
 const char *worker_pool_name(const WorkerPool *pool);
 bool worker_pool_ready(const WorkerPool *pool);
 bool worker_pool_degraded(const WorkerPool *pool);
+
+/* Whether worker `worker_id` is alive in this pool and can still take calls. */
+bool worker_pool_has_worker(const WorkerPool *pool, uint32_t worker_id);
 
 /* Append the pool's state as a map: name, size, workers by state, queue depth, degraded. */
 int worker_pool_encode_info(const WorkerPool *pool, ei_x_buff *x);

@@ -40,6 +40,10 @@ typedef struct PoolJob {
     unsigned timeout_ms;
     ev_timer timer;
     Worker *worker;
+    char *session_id; /* NULL outside a session */
+    size_t session_id_len;
+    uint32_t want_worker; /* 0: any worker */
+    bool strict;          /* only want_worker may run it */
 } PoolJob;
 
 struct Worker {

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -383,6 +384,27 @@ void worker_process_stop_zygote(WorkerPool *pool)
 
 /* ---- Workers ---- */
 
+/*
+ * Worker ids are unique across the pools of this daemon and, with high probability, across its
+ * restarts: a session kept in Redis names its worker by id, and a new daemon must not mistake
+ * one of its own workers for that one.
+ */
+static uint32_t next_worker_id(void)
+{
+    static uint32_t next;
+
+    if (next == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        next = ((uint32_t)ts.tv_sec * 1000u + (uint32_t)(ts.tv_nsec / 1000000)) ^
+               ((uint32_t)getpid() << 16);
+    }
+    if (++next == 0) {
+        next = 1;
+    }
+    return next;
+}
+
 int worker_process_fork(WorkerPool *pool)
 {
     int request[2] = {-1, -1};
@@ -405,7 +427,7 @@ int worker_process_fork(WorkerPool *pool)
 
     memset(&msg, 0, sizeof(msg));
     msg.type = ZYGOTE_MSG_FORK;
-    msg.worker_id = ++pool->next_worker_id;
+    msg.worker_id = next_worker_id();
 
     char control[CMSG_SPACE(2 * sizeof(int))];
     struct iovec iov = {.iov_base = &msg, .iov_len = sizeof(msg)};
