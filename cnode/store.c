@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The session store front end: store_new() picks the backend named in the config, and each
- * store_* operation checks its arguments against the limits in store.h before it dispatches to
- * the backend's function table, so both backends reject bad input the same way.
+ * The session store front end. store_new() picks the backend named in the config. Each store_*
+ * operation checks its arguments against the limits in store.h before it dispatches to the
+ * backend's function table, so both backends reject bad input the same way.
  */
 #include <errno.h>
 #include <string.h>

@@ -42,7 +42,7 @@
 
 struct ev_loop;
 
-/* Limits on the inputs a peer controls. Each one is checked before a backend sees the call. */
+/* Limits on the inputs a peer controls. store.c checks each one before it calls the backend. */
 #define STORE_ID_MAX_BYTES 256       /* session id: 1 to 256 bytes, any byte values */
 #define STORE_NAME_MAX_BYTES 256     /* variable name: 1 to 256 bytes, any byte values */
 #define STORE_OWNER_MAX_BYTES 1023   /* owner node name: 1 to 1023 bytes, a C string */
@@ -134,7 +134,7 @@ typedef struct StoreConfig {
 
 /*
  * The store handle. Backends embed it as their first member; callers use only the functions
- * below. `limits` holds the resolved values of the config (defaults applied).
+ * below. `limits` contains the resolved values of the config (defaults applied).
  */
 typedef struct StoreLimits {
     uint32_t default_ttl_s;
@@ -225,19 +225,19 @@ void store_set_worker(Store *store, StoreBytes id, int64_t worker_id, StoreDoneF
 /*
  * List session ids a page at a time, in no particular order: pass cursor 0 first, then the
  * next_cursor of the previous page, until next_cursor is 0. These are Redis SCAN semantics for
- * both backends. `limit` (1 to STORE_LIST_MAX_LIMIT) is the target page size: a page may hold
- * a few ids more or fewer, and may be empty before the end. A session that exists during the
- * whole listing is returned at least once; one created or deleted meanwhile may be missed, and
- * an id may repeat when the store grew meanwhile. Listing is not an access.
+ * both backends. `limit` (1 to STORE_LIST_MAX_LIMIT) is the target page size: a page may
+ * contain a few ids more or fewer, and may be empty before the end. A session that exists
+ * during the whole listing is returned at least once. One created or deleted meanwhile may be
+ * missed, and an id may repeat when the store grew meanwhile. Listing is not an access.
  */
 void store_list(Store *store, uint64_t cursor, uint32_t limit, StoreListFn cb, void *userdata);
 
 /*
  * Drop the sessions that are idle past their TTL and report how many were dropped. Call it
  * periodically (each second, say) for both backends. Memory: frees them; expired sessions are
- * never returned even before this runs. Redis: Redis itself deletes the expired hashes; this
- * prunes the expiry index kept for counting and quotas, so each expired session is counted by
- * the one daemon that prunes it.
+ * never returned even before this runs. Redis: Redis itself deletes the expired hashes, and
+ * this prunes the expiry index kept for counting and quotas. Each expired session is counted
+ * by the one daemon that prunes it.
  */
 void store_expire(Store *store, StoreCountFn cb, void *userdata);
 

@@ -2,8 +2,8 @@
 /*
  * The memory session store. Sessions live in a chained hash table keyed by id, hashed with
  * SipHash-2-4 under a random key so that peers cannot choose ids that collide. A binary min-heap
- * of expiry times (each session knows its heap slot, so an access re-sorts it in O(log n))
- * finds the expired sessions without scanning all of them. Every operation first drops the
+ * of expiry times finds the expired sessions without scanning all of them. Each session stores
+ * its heap slot, so an access re-sorts it in O(log n). Every operation first drops the
  * sessions whose expiry has passed, so an expired session is never visible. Listing walks the
  * buckets with Redis's reverse-binary cursor, which stays valid while the table grows. Every
  * callback runs before the operation returns.
@@ -181,7 +181,7 @@ static void heap_sift_down(MemoryStore *m, size_t slot, size_t count)
     heap_place(m, slot, s);
 }
 
-/* Remove the session in `slot` from the heap, which holds `count` sessions before the call. */
+/* Remove the session in `slot` from the heap, which contains `count` sessions before the call. */
 static void heap_remove(MemoryStore *m, size_t slot, size_t count)
 {
     MemorySession *last = m->heap[count - 1];

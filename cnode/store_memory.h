@@ -8,7 +8,7 @@
 #include "store.h"
 
 /*
- * Create a memory store. `config` is borrowed for the call; `limits` holds its resolved values.
+ * Create a memory store. `config` is borrowed for the call; `limits` contains its resolved values.
  * Returns 0 and sets *out to a new store, or -ENOMEM.
  */
 int store_memory_new(const StoreConfig *config, const StoreLimits *limits, Store **out);

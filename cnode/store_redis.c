@@ -15,8 +15,8 @@
  *
  * Connection life: DOWN -> CONNECTING (TCP connect, AUTH, SELECT, PING, all within the connect
  * timeout) -> UP. Any failure goes back to DOWN and schedules a reconnect with exponential
- * backoff. While not UP every operation fails at once with -ENOTCONN. Each command has a timer;
- * when it fires the command fails with -ETIMEDOUT and the connection is dropped, because Redis
+ * backoff. While not UP every operation fails at once with -ENOTCONN. Each command has a timer.
+ * When it fires, the command fails with -ETIMEDOUT and the connection is dropped, because Redis
  * replies in order and every later reply is stuck behind the missing one.
  *
  * NOTE: hiredis 0.14 resolves a host name with a blocking getaddrinfo() in redisAsyncConnect(),
@@ -34,11 +34,12 @@
 
 #include "log.h"
 #include "store_redis.h"
+#include "store_redis_script.h"
 
 #define REDIS_KEY_PREFIX_MAX_BYTES 256
 #define REDIS_BACKOFF_INITIAL_MS 100
 #define REDIS_BACKOFF_MAX_MS 5000
-/* SCAN COUNT of one store_delete_by_owner() batch: bounds the time one script holds Redis. */
+/* SCAN COUNT of one store_delete_by_owner() batch: bounds the time one script blocks Redis. */
 #define REDIS_OWNER_SCAN_COUNT 256
 
 typedef enum {
@@ -59,7 +60,7 @@ typedef enum {
 
 typedef struct RedisStore RedisStore;
 
-/* One operation in flight: hiredis holds its callback from op_submit() until on_reply(). */
+/* One operation in flight. hiredis keeps its callback from op_submit() until on_reply(). */
 typedef struct RedisOp {
     RedisStore *store; /* NULL once store_free() completed the op */
     struct RedisOp *prev;
@@ -100,112 +101,6 @@ struct RedisStore {
     ev_timer reconnect_timer; /* backoff while DOWN */
     RedisOp *ops;             /* pending operations, a doubly linked list */
 };
-
-/* Lua helpers shared by the scripts. KEYS[1] is the session hash, KEYS[2] the expiry index. */
-#define LUA_PRELUDE                                                                           \
-    "local function now_ms()\n"                                                               \
-    "  local t = redis.call('TIME')\n"                                                        \
-    "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                    \
-    "end\n"                                                                                   \
-    "local function access(id, now)\n"                                                        \
-    "  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))\n"                            \
-    "  redis.call('HSET', KEYS[1], 'accessed', string.format('%d', now))\n"                   \
-    "  redis.call('PEXPIRE', KEYS[1], ttl * 1000)\n"                                          \
-    "  redis.call('ZADD', KEYS[2], string.format('%d', now + ttl * 1000), id)\n"              \
-    "end\n"                                                                                   \
-    "local function session()\n"                                                              \
-    "  local f = redis.call('HMGET', KEYS[1], 'created', 'accessed', 'ttl', 'owner', 'worker')\n" \
-    "  return {0, f[1], f[2], f[3], f[4], f[5]}\n"                                            \
-    "end\n"
-
-/* Script status codes, the first element of each array reply. */
-#define LUA_OK 0
-#define LUA_NO_SESSION 1
-#define LUA_NO_VARIABLE 2
-#define LUA_QUOTA 3
-
-/* ARGV: id, ttl_s, owner ("" for none), max_sessions. */
-static const char script_create[] = LUA_PRELUDE
-    "local now = now_ms()\n"
-    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
-    "  local live = redis.call('ZCOUNT', KEYS[2], '(' .. string.format('%d', now), '+inf')\n"
-    "  if live >= tonumber(ARGV[4]) then return {3} end\n"
-    "  redis.call('HSET', KEYS[1], 'created', string.format('%d', now), 'ttl', ARGV[2])\n"
-    "  if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[3]) end\n"
-    "end\n"
-    "access(ARGV[1], now)\n"
-    "return session()\n";
-
-/* ARGV: id. */
-static const char script_get[] = LUA_PRELUDE
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return {1} end\n"
-    "access(ARGV[1], now_ms())\n"
-    "return session()\n";
-
-/* ARGV: id, field ("v:" + name), value, max_vars. Three metadata fields are always present. */
-static const char script_put_var[] = LUA_PRELUDE
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return {1} end\n"
-    "if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then\n"
-    "  local vars = redis.call('HLEN', KEYS[1]) - 3 - redis.call('HEXISTS', KEYS[1], 'owner')\n"
-    "               - redis.call('HEXISTS', KEYS[1], 'worker')\n"
-    "  if vars >= tonumber(ARGV[4]) then return {3} end\n"
-    "end\n"
-    "redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])\n"
-    "access(ARGV[1], now_ms())\n"
-    "return {0}\n";
-
-/* ARGV: id, field. */
-static const char script_get_var[] = LUA_PRELUDE
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return {1} end\n"
-    "access(ARGV[1], now_ms())\n"
-    "local v = redis.call('HGET', KEYS[1], ARGV[2])\n"
-    "if not v then return {2} end\n"
-    "return {0, v}\n";
-
-/* ARGV: id. */
-static const char script_delete[] = LUA_PRELUDE
-    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
-    "if redis.call('DEL', KEYS[1]) == 0 then return {1} end\n"
-    "return {0}\n";
-
-/* ARGV: id. */
-static const char script_touch[] = LUA_PRELUDE
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return {1} end\n"
-    "access(ARGV[1], now_ms())\n"
-    "return {0}\n";
-
-/* ARGV: id, worker id ("" for none). */
-static const char script_set_worker[] = LUA_PRELUDE
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return {1} end\n"
-    "if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'worker')\n"
-    "else redis.call('HSET', KEYS[1], 'worker', ARGV[2]) end\n"
-    "access(ARGV[1], now_ms())\n"
-    "return {0}\n";
-
-/* KEYS[1]: the expiry index. */
-static const char script_count[] = LUA_PRELUDE
-    "return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%d', now_ms()), '+inf')\n";
-
-/* KEYS[1]: the expiry index. An entry at or before now belongs to a hash Redis expired. */
-static const char script_expire[] = LUA_PRELUDE
-    "return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now_ms()))\n";
-
-/*
- * One batch of store_delete_by_owner(). KEYS[1]: the expiry index. ARGV: SCAN cursor, MATCH
- * pattern, COUNT, owner, length of the session key prefix. Returns {next cursor, deleted}.
- */
-static const char script_delete_by_owner[] =
-    "local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])\n"
-    "local n = 0\n"
-    "for _, key in ipairs(r[2]) do\n"
-    "  local owner = redis.pcall('HGET', key, 'owner')\n"
-    "  if owner == ARGV[4] then\n"
-    "    redis.call('DEL', key)\n"
-    "    redis.call('ZREM', KEYS[1], string.sub(key, tonumber(ARGV[5]) + 1))\n"
-    "    n = n + 1\n"
-    "  end\n"
-    "end\n"
-    "return {r[1], n}\n";
 
 static RedisStore *redis_from(Store *store)
 {
@@ -379,12 +274,12 @@ static int reply_script_status(const redisReply *r)
         return -EPROTO;
     }
     switch (r->element[0]->integer) {
-    case LUA_OK:
+    case STORE_REDIS_LUA_OK:
         return 0;
-    case LUA_NO_SESSION:
-    case LUA_NO_VARIABLE:
+    case STORE_REDIS_LUA_NO_SESSION:
+    case STORE_REDIS_LUA_NO_VARIABLE:
         return -ENOENT;
-    case LUA_QUOTA:
+    case STORE_REDIS_LUA_QUOTA:
         return -EDQUOT;
     default:
         return -EPROTO;
@@ -689,7 +584,7 @@ static void send_handshake_command(RedisStore *s, int argc, const char **argv, b
     op_submit(s, op, argc, argv, lens);
 }
 
-/* AUTH and SELECT when the URL asks for them, then PING; the PING reply means UP. */
+/* Send AUTH and SELECT when the URL sets a password or db, then PING, whose reply means UP. */
 static void send_handshake(RedisStore *s)
 {
     char db[16];
@@ -845,7 +740,7 @@ static void redis_create(Store *store, StoreBytes id, uint32_t ttl_s, const char
     }
     snprintf(ttl, sizeof(ttl), "%" PRIu32, ttl_s);
     snprintf(max, sizeof(max), "%" PRIu64, store->limits.max_sessions);
-    eval_session_script(s, op, script_create, id, 3,
+    eval_session_script(s, op, store_redis_script_create, id, 3,
                         (StoreBytes[]){store_bytes_str(ttl),
                                        store_bytes_str(owner != NULL ? owner : ""),
                                        store_bytes_str(max)});
@@ -865,7 +760,7 @@ static void redis_get(Store *store, StoreBytes id, StoreSessionFn cb, void *user
         cb(-ENOMEM, NULL, userdata);
         return;
     }
-    eval_session_script(s, op, script_get, id, 0, NULL);
+    eval_session_script(s, op, store_redis_script_get, id, 0, NULL);
 }
 
 /* Start an OP_DONE operation; NULL (after failing the call) when down or out of memory. */
@@ -918,7 +813,7 @@ static void redis_put_var(Store *store, StoreBytes id, StoreBytes name, StoreByt
         return;
     }
     snprintf(max, sizeof(max), "%" PRIu32, store->limits.max_vars);
-    eval_session_script(s, op, script_put_var, id, 3,
+    eval_session_script(s, op, store_redis_script_put_var, id, 3,
                         (StoreBytes[]){field, value, store_bytes_str(max)});
     free(field_buf);
 }
@@ -943,7 +838,7 @@ static void redis_get_var(Store *store, StoreBytes id, StoreBytes name, StoreVal
         return;
     }
     op->cb.value = cb;
-    eval_session_script(s, op, script_get_var, id, 1, &field);
+    eval_session_script(s, op, store_redis_script_get_var, id, 1, &field);
     free(field_buf);
 }
 
@@ -953,7 +848,7 @@ static void redis_delete(Store *store, StoreBytes id, StoreDoneFn cb, void *user
     RedisOp *op = done_op(s, cb, userdata);
 
     if (op != NULL) {
-        eval_session_script(s, op, script_delete, id, 0, NULL);
+        eval_session_script(s, op, store_redis_script_delete, id, 0, NULL);
     }
 }
 
@@ -963,7 +858,7 @@ static void redis_touch(Store *store, StoreBytes id, StoreDoneFn cb, void *userd
     RedisOp *op = done_op(s, cb, userdata);
 
     if (op != NULL) {
-        eval_session_script(s, op, script_touch, id, 0, NULL);
+        eval_session_script(s, op, store_redis_script_touch, id, 0, NULL);
     }
 }
 
@@ -980,7 +875,8 @@ static void redis_set_worker(Store *store, StoreBytes id, int64_t worker_id, Sto
     if (worker_id != STORE_WORKER_NONE) {
         snprintf(worker, sizeof(worker), "%" PRId64, worker_id);
     }
-    eval_session_script(s, op, script_set_worker, id, 1, (StoreBytes[]){store_bytes_str(worker)});
+    eval_session_script(s, op, store_redis_script_set_worker, id, 1,
+                        (StoreBytes[]){store_bytes_str(worker)});
 }
 
 static void redis_list(Store *store, uint64_t cursor, uint32_t limit, StoreListFn cb,
@@ -1046,12 +942,12 @@ static void eval_index_script(RedisStore *s, const char *script, StoreCountFn cb
 
 static void redis_expire(Store *store, StoreCountFn cb, void *userdata)
 {
-    eval_index_script(redis_from(store), script_expire, cb, userdata);
+    eval_index_script(redis_from(store), store_redis_script_expire, cb, userdata);
 }
 
 static void redis_count(Store *store, StoreCountFn cb, void *userdata)
 {
-    eval_index_script(redis_from(store), script_count, cb, userdata);
+    eval_index_script(redis_from(store), store_redis_script_count, cb, userdata);
 }
 
 static void submit_owner_batch(RedisStore *s, RedisOp *op, uint64_t cursor)
@@ -1066,7 +962,7 @@ static void submit_owner_batch(RedisStore *s, RedisOp *op, uint64_t cursor)
     snprintf(count_text, sizeof(count_text), "%d", REDIS_OWNER_SCAN_COUNT);
     snprintf(prefix_len, sizeof(prefix_len), "%zu", strlen(s->session_prefix));
     argv[0] = "EVAL";
-    argv[1] = script_delete_by_owner;
+    argv[1] = store_redis_script_delete_by_owner;
     argv[2] = "1";
     argv[3] = s->index_key;
     argv[4] = cursor_text;
@@ -1155,113 +1051,6 @@ static const StoreOps redis_ops = {
     .is_available = redis_is_available,
     .free = redis_free,
 };
-
-/* URL parsing. */
-
-/* Parse decimal digits [begin, end) into 0..max; false when empty, not digits or too big. */
-static bool parse_number(const char *begin, const char *end, long max, int *out)
-{
-    long v = 0;
-
-    if (begin == end) {
-        return false;
-    }
-    for (const char *p = begin; p < end; p++) {
-        if (*p < '0' || *p > '9') {
-            return false;
-        }
-        v = v * 10 + (*p - '0');
-        if (v > max) {
-            return false;
-        }
-    }
-    *out = (int)v;
-    return true;
-}
-
-static bool copy_span(char *dst, size_t size, const char *begin, const char *end)
-{
-    size_t len = (size_t)(end - begin);
-
-    if (len >= size) {
-        return false;
-    }
-    memcpy(dst, begin, len);
-    dst[len] = '\0';
-    return true;
-}
-
-/* Parse host[:port] from [p, end) into url. */
-static bool parse_host_port(const char *p, const char *end, StoreRedisUrl *url)
-{
-    const char *host_end;
-    const char *port = NULL;
-
-    if (p < end && *p == '[') {
-        host_end = memchr(p, ']', (size_t)(end - p));
-        if (host_end == NULL) {
-            return false;
-        }
-        p++;
-        if (host_end + 1 < end) {
-            if (host_end[1] != ':') {
-                return false;
-            }
-            port = host_end + 2;
-        }
-    } else {
-        host_end = memchr(p, ':', (size_t)(end - p));
-        if (host_end != NULL) {
-            port = host_end + 1;
-        } else {
-            host_end = end;
-        }
-    }
-    if (host_end == p || !copy_span(url->host, sizeof(url->host), p, host_end)) {
-        return false;
-    }
-    if (port != NULL) {
-        return parse_number(port, end, 65535, &url->port) && url->port != 0;
-    }
-    return true;
-}
-
-int store_redis_url_parse(const char *url, StoreRedisUrl *out)
-{
-    static const char scheme[] = "redis://";
-    StoreRedisUrl parsed = {.port = STORE_REDIS_DEFAULT_PORT, .db = 0};
-    const char *p;
-    const char *at;
-    const char *slash;
-    const char *end;
-
-    if (url == NULL || strncmp(url, scheme, strlen(scheme)) != 0) {
-        return -EINVAL;
-    }
-    p = url + strlen(scheme);
-    end = p + strlen(p);
-    slash = memchr(p, '/', (size_t)(end - p));
-    if (slash != NULL) {
-        if (!parse_number(slash + 1, end, 65535, &parsed.db)) {
-            return -EINVAL;
-        }
-        end = slash;
-    }
-    /* The password is everything between the first ':' and the last '@' of the authority. */
-    at = memrchr(p, '@', (size_t)(end - p));
-    if (at != NULL) {
-        if (*p != ':' || !copy_span(parsed.password, sizeof(parsed.password), p + 1, at) ||
-            at == p + 1) {
-            return -EINVAL;
-        }
-        p = at + 1;
-    }
-    if (!parse_host_port(p, end, &parsed)) {
-        return -EINVAL;
-    }
-    *out = parsed;
-    return 0;
-}
 
 /* Escape the glob characters of `text` for a SCAN MATCH pattern and append "*". */
 static char *glob_pattern(const char *text)

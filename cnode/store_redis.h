@@ -28,7 +28,7 @@ int store_redis_url_parse(const char *url, StoreRedisUrl *out);
 
 /*
  * Create a Redis store on `loop` (borrowed; it must outlive the store). `config` is borrowed for
- * the call; `limits` holds its resolved values. Returns 0 and sets *out to a new store that
+ * the call; `limits` contains its resolved values. Returns 0 and sets *out to a new store that
  * starts connecting, -EINVAL for a bad URL or prefix, or -ENOMEM.
  */
 int store_redis_new(const StoreConfig *config, const StoreLimits *limits, struct ev_loop *loop,

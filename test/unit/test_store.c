@@ -721,7 +721,8 @@ BACKEND_TEST(delete_by_owner)
 
     harness_start(&h, *backend, NULL);
     for (int i = 0; i < 600; i++) {
-        const char *owner = i % 3 == 0 ? "a@host" : i % 3 == 1 ? "b@host" : NULL;
+        static const char *const owners[] = {"a@host", "b@host", NULL};
+        const char *owner = owners[i % 3];
 
         snprintf(id, sizeof(id), "s%d", i);
         cr_assert_eq(do_create(&h, B(id), 0, owner, &r), 0);
@@ -797,6 +798,27 @@ Test(store, memory_expiry_order)
     cr_assert_eq(count_sessions(&h), 0);
     cr_assert_eq(do_count_op(&h, store_expire, &expired), 0);
     cr_assert_eq(expired, 50);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
+Test(store, memory_touch_reorders_expiry)
+{
+    Harness h;
+    Result r = {0};
+    uint64_t expired = 0;
+
+    harness_start(&h, BACKEND_MEMORY, NULL);
+    cr_assert_eq(do_create(&h, B("first"), 100, NULL, &r), 0);
+    cr_assert_eq(do_create(&h, B("second"), 101, NULL, &r), 0);
+    /* The touch moves "first" to 150 s, behind "second" at 101 s. */
+    h.clock_ms += 50000;
+    cr_assert_eq(do_done_op(&h, store_touch, B("first")), 0);
+    h.clock_ms += 51000;
+    cr_assert_eq(do_count_op(&h, store_expire, &expired), 0);
+    cr_assert_eq(expired, 1);
+    cr_assert_eq(do_get(&h, B("second"), &r), -ENOENT);
+    cr_assert_eq(do_get(&h, B("first"), &r), 0);
     result_clear(&r);
     harness_stop(&h);
 }
@@ -1016,7 +1038,7 @@ Test(store, redis_password_and_db)
     harness_open(&h, &config);
     cr_assert_eq(do_create(&h, B("in-db-3"), 0, NULL, &r), 0);
 
-    /* The same server, db 0, sees nothing. */
+    /* The same server's db 0 contains no such session. */
     redis_url(&h, url, sizeof(url), "s3cret:@x", 0);
     db0_config.url = url;
     cr_assert_eq(store_new(&db0_config, h.loop, &db0), 0);
