@@ -143,6 +143,15 @@ void store_get_var(Store *store, StoreBytes id, StoreBytes name, StoreValueFn cb
     store->ops->get_var(store, id, name, cb, userdata);
 }
 
+void store_dump(Store *store, StoreBytes id, StoreDumpFn cb, void *userdata)
+{
+    if (!bytes_valid(id, STORE_ID_MAX_BYTES)) {
+        cb(-EINVAL, NULL, NULL, 0, userdata);
+        return;
+    }
+    store->ops->dump(store, id, cb, userdata);
+}
+
 void store_delete(Store *store, StoreBytes id, StoreDoneFn cb, void *userdata)
 {
     if (!bytes_valid(id, STORE_ID_MAX_BYTES)) {

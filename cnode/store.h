@@ -31,7 +31,7 @@
  * first: copy what you need. A callback may start new store operations. It must not call
  * store_free().
  *
- * Access rule: every operation on one session except delete counts as an access. It sets the
+ * Access rule: every operation on one session except delete and dump counts as an access. It sets the
  * last-access time to now and the expiry to now + TTL (a sliding TTL).
  */
 #pragma once
@@ -78,6 +78,12 @@ typedef struct StoreSession {
     int64_t worker_id;    /* STORE_WORKER_NONE when no worker is recorded */
 } StoreSession;
 
+/* One variable of a session, passed to StoreDumpFn. */
+typedef struct StoreVar {
+    StoreBytes name;  /* borrowed */
+    StoreBytes value; /* borrowed */
+} StoreVar;
+
 /* Options of store_create(); a NULL pointer selects all defaults. */
 typedef struct StoreCreateOpts {
     uint32_t ttl_s;    /* 0: StoreConfig.default_ttl_s; at most STORE_TTL_MAX_S */
@@ -100,6 +106,9 @@ typedef void (*StoreCountFn)(int status, uint64_t count, void *userdata);
 /* `ids` is a borrowed array of `count` borrowed ids; next_cursor 0 means the listing is done. */
 typedef void (*StoreListFn)(int status, const StoreBytes *ids, size_t count, uint64_t next_cursor,
                             void *userdata);
+/* `vars` is a borrowed array of `var_count` variables, in no particular order. */
+typedef void (*StoreDumpFn)(int status, const StoreSession *session, const StoreVar *vars,
+                            size_t var_count, void *userdata);
 /* Milliseconds of a monotonic clock. */
 typedef uint64_t (*StoreClockFn)(void *clock_data);
 /* `detail` is a borrowed human-readable cause (for example hiredis's message) or NULL. */
@@ -162,6 +171,7 @@ struct StoreOps {
     void (*put_var)(Store *store, StoreBytes id, StoreBytes name, StoreBytes value, StoreDoneFn cb,
                     void *userdata);
     void (*get_var)(Store *store, StoreBytes id, StoreBytes name, StoreValueFn cb, void *userdata);
+    void (*dump)(Store *store, StoreBytes id, StoreDumpFn cb, void *userdata);
     void (*delete_session)(Store *store, StoreBytes id, StoreDoneFn cb, void *userdata);
     void (*touch)(Store *store, StoreBytes id, StoreDoneFn cb, void *userdata);
     void (*set_worker)(Store *store, StoreBytes id, int64_t worker_id, StoreDoneFn cb,
@@ -211,6 +221,12 @@ void store_put_var(Store *store, StoreBytes id, StoreBytes name, StoreBytes valu
 
 /* Read variable `name`; -ENOENT when the session or the variable does not exist. */
 void store_get_var(Store *store, StoreBytes id, StoreBytes name, StoreValueFn cb, void *userdata);
+
+/*
+ * Read a session with all its variables, for export and migration; -ENOENT when there is none.
+ * Unlike every other operation on one session this is not an access: the expiry stays.
+ */
+void store_dump(Store *store, StoreBytes id, StoreDumpFn cb, void *userdata);
 
 /* Delete a session and its variables; -ENOENT when there was none (callers may treat it as ok). */
 void store_delete(Store *store, StoreBytes id, StoreDoneFn cb, void *userdata);

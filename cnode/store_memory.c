@@ -469,6 +469,36 @@ static void memory_get_var(Store *store, StoreBytes id, StoreBytes name, StoreVa
     cb(0, (StoreBytes){.data = var->data + var->name_len, .len = var->value_len}, userdata);
 }
 
+static void memory_dump(Store *store, StoreBytes id, StoreDumpFn cb, void *userdata)
+{
+    MemoryStore *m = memory_from(store);
+    MemorySession *s;
+    StoreSession view;
+    StoreVar *vars;
+    size_t count = 0;
+
+    drop_expired(m);
+    s = session_find(m, id);
+    if (s == NULL) {
+        cb(-ENOENT, NULL, NULL, 0, userdata);
+        return;
+    }
+    vars = calloc(s->var_count + 1, sizeof(*vars));
+    if (vars == NULL) {
+        cb(-ENOMEM, NULL, NULL, 0, userdata);
+        return;
+    }
+    for (const MemoryVar *var = s->vars; var != NULL; var = var->next) {
+        vars[count++] = (StoreVar){
+            .name = {.data = var->data, .len = var->name_len},
+            .value = {.data = var->data + var->name_len, .len = var->value_len},
+        };
+    }
+    view = session_view(s);
+    cb(0, &view, vars, count, userdata);
+    free(vars);
+}
+
 static void memory_delete(Store *store, StoreBytes id, StoreDoneFn cb, void *userdata)
 {
     MemoryStore *m = memory_from(store);
@@ -656,6 +686,7 @@ static const StoreOps memory_ops = {
     .get = memory_get,
     .put_var = memory_put_var,
     .get_var = memory_get_var,
+    .dump = memory_dump,
     .delete_session = memory_delete,
     .touch = memory_touch,
     .set_worker = memory_set_worker,

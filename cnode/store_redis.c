@@ -51,6 +51,7 @@ typedef enum {
 typedef enum {
     OP_HANDSHAKE,
     OP_SESSION, /* create, get: the reply is a session */
+    OP_DUMP,    /* dump: the reply is every field of the session hash */
     OP_DONE,    /* put_var, delete, touch, set_worker: the reply is a status */
     OP_VALUE,   /* get_var */
     OP_COUNT,   /* count, expire: an integer reply */
@@ -75,6 +76,7 @@ typedef struct RedisOp {
         StoreValueFn value;
         StoreCountFn count;
         StoreListFn list;
+        StoreDumpFn dump;
     } cb;
     void *userdata;
     char *owner;     /* OP_DELETE_BY_OWNER: new copy */
@@ -124,10 +126,23 @@ static int hiredis_error(int err)
     }
 }
 
+static const char *event_name(StoreEvent event)
+{
+    switch (event) {
+    case STORE_EVENT_UP:
+        return "up";
+    case STORE_EVENT_DOWN:
+        return "down";
+    case STORE_EVENT_CONNECT_FAILED:
+        return "connect failed";
+    }
+    return "unknown";
+}
+
 static void report(RedisStore *s, StoreEvent event, int error, const char *detail)
 {
-    log_debug_errno(error, "Redis store %s:%d: event %d (%s)", s->url.host, s->url.port, event,
-                    detail != NULL ? detail : "no detail");
+    log_debug_errno(error, "Redis store at %s:%d %s (%s)", s->url.host, s->url.port,
+                    event_name(event), detail != NULL ? detail : "no detail");
     if (s->on_event != NULL) {
         s->on_event(event, error, detail, s->event_data);
     }
@@ -163,6 +178,9 @@ static void op_call_error(RedisOp *op, int status)
         break;
     case OP_SESSION:
         op->cb.session(status, NULL, op->userdata);
+        break;
+    case OP_DUMP:
+        op->cb.dump(status, NULL, NULL, 0, op->userdata);
         break;
     case OP_DONE:
         op->cb.done(status, op->userdata);
@@ -319,8 +337,8 @@ static int parse_session(const RedisStore *s, const redisReply *r, StoreBytes id
 }
 
 /*
- * The session id of a create or get is not in its reply: the op keeps it at the end of its
- * allocation. See redis_session_op().
+ * The session id of a create, get or dump is not in its reply: the op keeps it at the end of
+ * its allocation. See redis_session_op().
  */
 typedef struct RedisSessionOp {
     RedisOp op;
@@ -343,6 +361,89 @@ static void complete_session(RedisStore *s, RedisOp *op, const redisReply *r)
         return;
     }
     op->cb.session(0, &session, op->userdata);
+}
+
+/* Fill `session` and `vars` from one field of an HGETALL reply; false on a malformed value. */
+static bool dump_field(const redisReply *field, const redisReply *value, StoreSession *session,
+                       StoreVar *vars, size_t *var_count)
+{
+    uint64_t number;
+
+    if (field->len > 2 && memcmp(field->str, "v:", 2) == 0) {
+        vars[(*var_count)++] = (StoreVar){
+            .name = {.data = (const uint8_t *)field->str + 2, .len = field->len - 2},
+            .value = {.data = (const uint8_t *)value->str, .len = value->len},
+        };
+        return true;
+    }
+    if (strcmp(field->str, "owner") == 0) {
+        session->owner = value->str;
+        return true;
+    }
+    if (strcmp(field->str, "created") == 0) {
+        return reply_u64(value, &session->created_ms);
+    }
+    if (strcmp(field->str, "accessed") == 0) {
+        return reply_u64(value, &session->accessed_ms);
+    }
+    if (strcmp(field->str, "ttl") == 0) {
+        if (!reply_u64(value, &number) || number > STORE_TTL_MAX_S) {
+            return false;
+        }
+        session->ttl_s = (uint32_t)number;
+        return true;
+    }
+    if (strcmp(field->str, "worker") == 0) {
+        if (!reply_u64(value, &number) || number > INT64_MAX) {
+            return false;
+        }
+        session->worker_id = (int64_t)number;
+    }
+    return true;
+}
+
+/* A dump reply: {0, {field, value, ...}} from HGETALL. */
+static void complete_dump(RedisOp *op, const redisReply *r)
+{
+    RedisSessionOp *sop = (RedisSessionOp *)op;
+    StoreSession session = {
+        .id = {.data = sop->id, .len = sop->id_len},
+        .worker_id = STORE_WORKER_NONE,
+    };
+    const redisReply *fields;
+    StoreVar *vars;
+    size_t var_count = 0;
+    int status = reply_script_status(r);
+
+    if (status == 0 && (r->elements != 2 || r->element[1]->type != REDIS_REPLY_ARRAY ||
+                        r->element[1]->elements % 2 != 0)) {
+        status = -EPROTO;
+    }
+    if (status < 0) {
+        op->cb.dump(status, NULL, NULL, 0, op->userdata);
+        return;
+    }
+    fields = r->element[1];
+    vars = calloc(fields->elements / 2 + 1, sizeof(*vars));
+    if (vars == NULL) {
+        op->cb.dump(-ENOMEM, NULL, NULL, 0, op->userdata);
+        return;
+    }
+    for (size_t i = 0; i + 1 < fields->elements && status == 0; i += 2) {
+        const redisReply *field = fields->element[i];
+        const redisReply *value = fields->element[i + 1];
+
+        if (field->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING ||
+            !dump_field(field, value, &session, vars, &var_count)) {
+            status = -EPROTO;
+        }
+    }
+    if (status < 0) {
+        op->cb.dump(status, NULL, NULL, 0, op->userdata);
+    } else {
+        op->cb.dump(0, &session, vars, var_count, op->userdata);
+    }
+    free(vars);
 }
 
 static void complete_value(RedisOp *op, const redisReply *r)
@@ -480,6 +581,9 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     switch (op->kind) {
     case OP_SESSION:
         complete_session(s, op, r);
+        break;
+    case OP_DUMP:
+        complete_dump(op, r);
         break;
     case OP_DONE:
         op->cb.done(reply_script_status(r), op->userdata);
@@ -705,7 +809,8 @@ static bool reject_when_down(RedisStore *s)
     return s->state != REDIS_STATE_UP;
 }
 
-static RedisOp *redis_session_op(RedisStore *s, StoreBytes id, StoreSessionFn cb, void *userdata)
+/* Start an op that keeps the session id; the caller sets its callback. */
+static RedisOp *redis_session_op(RedisStore *s, RedisOpKind kind, StoreBytes id, void *userdata)
 {
     RedisSessionOp *sop = calloc(1, sizeof(*sop) + id.len);
 
@@ -713,8 +818,7 @@ static RedisOp *redis_session_op(RedisStore *s, StoreBytes id, StoreSessionFn cb
         return NULL;
     }
     sop->op.store = s;
-    sop->op.kind = OP_SESSION;
-    sop->op.cb.session = cb;
+    sop->op.kind = kind;
     sop->op.userdata = userdata;
     sop->id_len = id.len;
     memcpy(sop->id, id.data, id.len);
@@ -733,11 +837,12 @@ static void redis_create(Store *store, StoreBytes id, uint32_t ttl_s, const char
         cb(-ENOTCONN, NULL, userdata);
         return;
     }
-    op = redis_session_op(s, id, cb, userdata);
+    op = redis_session_op(s, OP_SESSION, id, userdata);
     if (op == NULL) {
         cb(-ENOMEM, NULL, userdata);
         return;
     }
+    op->cb.session = cb;
     snprintf(ttl, sizeof(ttl), "%" PRIu32, ttl_s);
     snprintf(max, sizeof(max), "%" PRIu64, store->limits.max_sessions);
     eval_session_script(s, op, store_redis_script_create, id, 3,
@@ -755,12 +860,31 @@ static void redis_get(Store *store, StoreBytes id, StoreSessionFn cb, void *user
         cb(-ENOTCONN, NULL, userdata);
         return;
     }
-    op = redis_session_op(s, id, cb, userdata);
+    op = redis_session_op(s, OP_SESSION, id, userdata);
     if (op == NULL) {
         cb(-ENOMEM, NULL, userdata);
         return;
     }
+    op->cb.session = cb;
     eval_session_script(s, op, store_redis_script_get, id, 0, NULL);
+}
+
+static void redis_dump(Store *store, StoreBytes id, StoreDumpFn cb, void *userdata)
+{
+    RedisStore *s = redis_from(store);
+    RedisOp *op;
+
+    if (reject_when_down(s)) {
+        cb(-ENOTCONN, NULL, NULL, 0, userdata);
+        return;
+    }
+    op = redis_session_op(s, OP_DUMP, id, userdata);
+    if (op == NULL) {
+        cb(-ENOMEM, NULL, NULL, 0, userdata);
+        return;
+    }
+    op->cb.dump = cb;
+    eval_session_script(s, op, store_redis_script_dump, id, 0, NULL);
 }
 
 /* Start an OP_DONE operation; NULL (after failing the call) when down or out of memory. */
@@ -1041,6 +1165,7 @@ static const StoreOps redis_ops = {
     .get = redis_get,
     .put_var = redis_put_var,
     .get_var = redis_get_var,
+    .dump = redis_dump,
     .delete_session = redis_delete,
     .touch = redis_touch,
     .set_worker = redis_set_worker,

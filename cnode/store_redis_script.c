@@ -62,6 +62,11 @@ const char store_redis_script_get_var[] = LUA_PRELUDE
     "if not v then return {2} end\n"
     "return {0, v}\n";
 
+/* ARGV: id. Reads every field without counting as an access. */
+const char store_redis_script_dump[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return {1} end\n"
+    "return {0, redis.call('HGETALL', KEYS[1])}\n";
+
 /* ARGV: id. */
 const char store_redis_script_delete[] = LUA_PRELUDE
     "redis.call('ZREM', KEYS[2], ARGV[1])\n"

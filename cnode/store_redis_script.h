@@ -15,6 +15,7 @@ extern const char store_redis_script_create[];
 extern const char store_redis_script_get[];
 extern const char store_redis_script_put_var[];
 extern const char store_redis_script_get_var[];
+extern const char store_redis_script_dump[];
 extern const char store_redis_script_delete[];
 extern const char store_redis_script_touch[];
 extern const char store_redis_script_set_worker[];

@@ -63,6 +63,9 @@ typedef struct Result {
     uint64_t cursor;
     char **ids; /* NUL-terminated copies; ids in these tests are text */
     size_t id_count;
+    char **var_names; /* store_dump(): NUL-terminated copies of names and values */
+    char **var_values;
+    size_t var_count;
 } Result;
 
 static void result_clear(Result *r)
@@ -72,6 +75,12 @@ static void result_clear(Result *r)
         free(r->ids[i]);
     }
     free(r->ids);
+    for (size_t i = 0; i < r->var_count; i++) {
+        free(r->var_names[i]);
+        free(r->var_values[i]);
+    }
+    free(r->var_names);
+    free(r->var_values);
     memset(r, 0, sizeof(*r));
 }
 
@@ -343,6 +352,37 @@ static void on_list(int status, const StoreBytes *ids, size_t count, uint64_t ne
     r->done = true;
 }
 
+static void on_dump(int status, const StoreSession *session, const StoreVar *vars,
+                    size_t var_count, void *userdata)
+{
+    Result *r = userdata;
+
+    cr_assert_not(r->done, "callback invoked twice");
+    r->status = status;
+    if (status == 0) {
+        copy_session(r, session);
+        r->var_names = calloc(var_count + 1, sizeof(char *));
+        r->var_values = calloc(var_count + 1, sizeof(char *));
+        for (size_t i = 0; i < var_count; i++) {
+            r->var_names[i] = strndup((const char *)vars[i].name.data, vars[i].name.len);
+            r->var_values[i] = strndup((const char *)vars[i].value.data, vars[i].value.len);
+        }
+        r->var_count = var_count;
+    }
+    r->done = true;
+}
+
+/* Returns the value of variable `name` in a dump result, or NULL. */
+static const char *dumped_var(const Result *r, const char *name)
+{
+    for (size_t i = 0; i < r->var_count; i++) {
+        if (strcmp(r->var_names[i], name) == 0) {
+            return r->var_values[i];
+        }
+    }
+    return NULL;
+}
+
 static void wait_done(Harness *h, Result *r)
 {
     cr_assert(run_until(h, &r->done, WAIT_LIMIT_S), "operation did not complete within %.0f s",
@@ -379,6 +419,14 @@ static int do_put(Harness *h, StoreBytes id, StoreBytes name, StoreBytes value)
     store_put_var(h->store, id, name, value, on_done, &r);
     wait_done(h, &r);
     return r.status;
+}
+
+static int do_dump(Harness *h, StoreBytes id, Result *r)
+{
+    result_clear(r);
+    store_dump(h->store, id, on_dump, r);
+    wait_done(h, r);
+    return r->status;
 }
 
 static int do_get_var(Harness *h, StoreBytes id, StoreBytes name, Result *r)
@@ -525,6 +573,39 @@ BACKEND_TEST(variables)
 
     cr_assert_eq(do_done_op(&h, store_delete, id), 0);
     cr_assert_eq(do_get_var(&h, id, name, &r), -ENOENT);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
+BACKEND_TEST(dump_all_variables)
+{
+    Harness h;
+    Result r = {0};
+    uint64_t accessed;
+
+    harness_start(&h, *backend, NULL);
+    cr_assert_eq(do_dump(&h, B("none"), &r), -ENOENT);
+    cr_assert_eq(do_create(&h, B("s"), 30, "node@host", &r), 0);
+    cr_assert_eq(do_dump(&h, B("s"), &r), 0);
+    cr_assert_eq(r.var_count, 0);
+    cr_assert_eq(do_put(&h, B("s"), B("a"), B("1")), 0);
+    cr_assert_eq(do_put(&h, B("s"), B("b"), B("22")), 0);
+    cr_assert_eq(do_put(&h, B("s"), B("v:c"), B("")), 0);
+    cr_assert_eq(do_set_worker(&h, B("s"), 5), 0);
+    cr_assert_eq(do_get(&h, B("s"), &r), 0);
+    accessed = r.session.accessed_ms;
+
+    h.clock_ms += 5000;
+    cr_assert_eq(do_dump(&h, B("s"), &r), 0);
+    cr_assert_eq(r.session.id.len, 1);
+    cr_assert_eq(r.session.ttl_s, 30);
+    cr_assert_str_eq(r.owner, "node@host");
+    cr_assert_eq(r.session.worker_id, 5);
+    cr_assert_eq(r.session.accessed_ms, accessed, "a dump is not an access");
+    cr_assert_eq(r.var_count, 3);
+    cr_assert_str_eq(dumped_var(&r, "a"), "1");
+    cr_assert_str_eq(dumped_var(&r, "b"), "22");
+    cr_assert_str_eq(dumped_var(&r, "v:c"), "");
     result_clear(&r);
     harness_stop(&h);
 }
