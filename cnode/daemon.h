@@ -9,6 +9,7 @@
 #include "config.h"
 #include "dist.h"
 #include "error.h"
+#include "store.h"
 #include "worker_pool.h"
 
 #define SNAKEPIT_VERSION "0.1.0"
@@ -42,6 +43,10 @@ typedef struct Daemon {
     size_t pool_count;
     AllowedModule allowed[DAEMON_MAX_ALLOWED];
     size_t allowed_count;
+
+    Store *store;
+    bool store_up;
+    ev_timer expire_timer;
 } Daemon;
 
 /* Handle one `$gen_call` to the registered name; takes ownership of `caller`. */
@@ -53,6 +58,25 @@ void request_reply_error(Daemon *daemon, DistCaller *caller, ErrorKind kind, con
 /* Handle `{execute | execute_stream, Command, Args, Opts}`; `index` is after the tag atom. */
 void request_execute(Daemon *daemon, DistCaller *caller, const char *request, size_t len,
                      int index, int arity, bool stream);
+
+/* Handle `{session, Op, ...}`; `index` is after the tag atom, `arity` counts what follows. */
+void request_session(Daemon *daemon, DistCaller *caller, const char *request, size_t len,
+                     int index, int arity);
+
+/* Answer a worker's snakepit.session request of call `call_id`. */
+void request_worker_session(Daemon *daemon, WorkerPool *pool, uint32_t worker_id,
+                            uint64_t call_id, const char *session_id, size_t session_id_len,
+                            const char *term, size_t len);
+
+/* daemon_store.c: the session store's life in the daemon. */
+int daemon_store_start(Daemon *daemon);
+void daemon_store_node_up(Daemon *daemon, const char *node);
+void daemon_store_node_down(Daemon *daemon, const char *node);
+void daemon_store_bind(Daemon *daemon, const char *session_id, size_t len, uint32_t worker_id);
+void daemon_store_stop(Daemon *daemon);
+
+/* A StoreDoneFn for updates whose failure only matters to the log. */
+void request_ignore_status(int status, void *userdata);
 
 /* Handle a `$gen_cast` or plain message to the registered name. */
 void request_handle_cast(Daemon *daemon, const char *node, const char *request, size_t len);

@@ -39,6 +39,7 @@ static void on_node_up(void *userdata, const char *node)
 {
     Daemon *d = userdata;
 
+    daemon_store_node_up(d, node);
     if (d->config->owner[0] && strcmp(node, d->config->owner) == 0) {
         d->owner_seen = true;
         ev_timer_stop(d->loop, &d->owner_timer);
@@ -52,6 +53,7 @@ static void on_node_down(void *userdata, const char *node)
     for (size_t i = 0; i < d->pool_count; i++) {
         worker_pool_cancel_node(d->pools[i], node);
     }
+    daemon_store_node_down(d, node);
     if (d->config->owner[0] && strcmp(node, d->config->owner) == 0) {
         log_notice("Owner node %s disconnected, shutting down", node);
         daemon_shutdown(d, "owner node disconnected");
@@ -159,10 +161,26 @@ static void pool_ready(void *userdata, WorkerPool *pool)
     daemon_announce_ready(userdata);
 }
 
+static void pool_session_bound(void *userdata, const char *session_id, size_t len,
+                               uint32_t worker_id)
+{
+    daemon_store_bind(userdata, session_id, len, worker_id);
+}
+
+static void pool_session_request(void *userdata, WorkerPool *pool, uint32_t worker_id,
+                                 uint64_t call_id, const char *session_id, size_t session_id_len,
+                                 const char *term, size_t len)
+{
+    request_worker_session(userdata, pool, worker_id, call_id, session_id, session_id_len, term,
+                           len);
+}
+
 static const WorkerPoolHooks pool_hooks = {
     .reply = pool_reply,
     .send = pool_send,
     .on_ready = pool_ready,
+    .on_session_bound = pool_session_bound,
+    .on_session_request = pool_session_request,
 };
 
 /* snakepit-worker sits next to this binary unless $SNAKEPIT_WORKER_BINARY names another. */
@@ -339,7 +357,7 @@ static int run(Config *config)
              SNAKEPIT_VERSION, dist_node_name(d->dist), dist_port(d->dist), (int)getpid(),
              config->registered_name);
     start_timers(d);
-    if (start_pools(d) < 0) {
+    if (daemon_store_start(d) < 0 || start_pools(d) < 0) {
         d->exit_status = EX_CONFIG;
         goto out;
     }
@@ -351,6 +369,9 @@ out:
     log_notice("Stopped node %s", dist_node_name(d->dist));
     for (size_t i = 0; i < d->pool_count; i++) {
         worker_pool_free(d->pools[i]);
+    }
+    if (d->store) {
+        daemon_store_stop(d);
     }
     dist_free(d->dist);
     ev_loop_destroy(d->loop);

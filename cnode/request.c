@@ -63,7 +63,7 @@ static void encode_pools(const Daemon *d, ei_x_buff *x)
 }
 
 /* ok when every pool has a worker and none is crash looping; unhealthy with no worker at all. */
-static const char *health_status(const Daemon *d)
+static const char *health_status(Daemon *d)
 {
     bool degraded = false;
 
@@ -76,7 +76,16 @@ static const char *health_status(const Daemon *d)
         }
         degraded = degraded || worker_pool_degraded(d->pools[i]);
     }
-    return degraded ? "degraded" : "ok";
+    return degraded || !store_is_available(d->store) ? "degraded" : "ok";
+}
+
+static void encode_store(Daemon *d, ei_x_buff *x)
+{
+    ei_x_encode_map_header(x, 2);
+    ei_x_encode_atom(x, "backend");
+    ei_x_encode_atom(x, store_backend_name(d->store));
+    ei_x_encode_atom(x, "available");
+    ei_x_encode_boolean(x, store_is_available(d->store));
 }
 
 static void handle_info(Daemon *d, DistCaller *caller)
@@ -97,7 +106,7 @@ static void handle_info(Daemon *d, DistCaller *caller)
     ei_x_encode_atom(&x, "pools");
     encode_pools(d, &x);
     ei_x_encode_atom(&x, "store");
-    ei_x_encode_atom(&x, "none");
+    encode_store(d, &x);
     ei_x_encode_atom(&x, "uptime_ms");
     ei_x_encode_ulonglong(&x, log_now_ms() - d->start_ms);
     reply_buffer(d, caller, &x);
@@ -118,7 +127,9 @@ static void handle_health(Daemon *d, DistCaller *caller)
     ei_x_encode_atom(&x, "status");
     ei_x_encode_atom(&x, status);
     ei_x_encode_atom(&x, "checks");
-    ei_x_encode_map_header(&x, 2);
+    ei_x_encode_map_header(&x, 3);
+    ei_x_encode_atom(&x, "store");
+    encode_store(d, &x);
     ei_x_encode_atom(&x, "distribution");
     ei_x_encode_map_header(&x, 2);
     ei_x_encode_atom(&x, "status");
@@ -187,6 +198,10 @@ void request_handle(Daemon *d, DistCaller *caller, const char *request, size_t l
         if (strcmp(atom, "execute") == 0 || strcmp(atom, "execute_stream") == 0) {
             request_execute(d, caller, request, len, index, arity - 1,
                             strcmp(atom, "execute_stream") == 0);
+            return;
+        }
+        if (strcmp(atom, "session") == 0) {
+            request_session(d, caller, request, len, index, arity - 1);
             return;
         }
     }

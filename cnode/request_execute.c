@@ -13,6 +13,7 @@
 #include "dist_frame.h"
 #include "error.h"
 #include "log.h"
+#include "store.h"
 
 #define EXECUTE_COMMAND_MAX 1024
 #define EXECUTE_SESSION_ID_MAX 256
@@ -23,6 +24,7 @@ typedef struct {
     bool has_session;
     char session_id[EXECUTE_SESSION_ID_MAX];
     long session_id_len;
+    PoolAffinity affinity;
 } ExecuteOpts;
 
 static int decode_binary_or_atom(const char *buf, int *index, char *out, size_t size, long *len)
@@ -94,7 +96,26 @@ static int apply_opt(const char *buf, int *index, const char *key, ExecuteOpts *
         o->has_session = true;
         return 0;
     }
-    if (strcmp(key, "affinity") == 0 || strcmp(key, "idempotent") == 0) {
+    if (strcmp(key, "affinity") == 0) {
+        char mode[MAXATOMLEN_UTF8];
+        if (ei_decode_atom(buf, index, mode) == 0) {
+            if (strcmp(mode, "hint") == 0) {
+                o->affinity = POOL_AFFINITY_HINT;
+                return 0;
+            }
+            if (strcmp(mode, "strict_queue") == 0) {
+                o->affinity = POOL_AFFINITY_STRICT_QUEUE;
+                return 0;
+            }
+            if (strcmp(mode, "strict_fail_fast") == 0) {
+                o->affinity = POOL_AFFINITY_STRICT_FAIL_FAST;
+                return 0;
+            }
+        }
+        snprintf(err, size, "option affinity must be :hint, :strict_queue or :strict_fail_fast");
+        return -EINVAL;
+    }
+    if (strcmp(key, "idempotent") == 0) {
         return ei_skip_term(buf, index) < 0 ? -EINVAL : 0;
     }
     snprintf(err, size,
@@ -209,6 +230,63 @@ static bool args_shape_valid(const char *buf, int index)
     return type == ERL_MAP_EXT;
 }
 
+/* A session call waiting for the store to return its session. */
+typedef struct {
+    Daemon *daemon;
+    size_t pool_index;
+    PoolCallRequest call;
+    char session_id[EXECUTE_SESSION_ID_MAX];
+} SessionCall;
+
+static void on_call_session(int status, const StoreSession *session, void *userdata)
+{
+    SessionCall *sc = userdata;
+    Daemon *d = sc->daemon;
+    WorkerPool *pool = d->pools[sc->pool_index];
+    char message[512];
+
+    if (status < 0) {
+        if (status == -ENOENT) {
+            snprintf(message, sizeof(message),
+                     "session '%s' not found: create it with {:session, :create, id, opts}",
+                     sc->session_id);
+            request_reply_error(d, sc->call.caller, ERROR_SESSION_NOT_FOUND, message);
+        } else {
+            snprintf(message, sizeof(message), "the %s session store is unavailable: %s",
+                     store_backend_name(d->store), strerror(-status));
+            request_reply_error(d, sc->call.caller, ERROR_STORE_UNAVAILABLE, message);
+        }
+        goto out;
+    }
+    if (session->worker_id != STORE_WORKER_NONE &&
+        !worker_pool_has_worker(pool, (uint32_t)session->worker_id)) {
+        /* Reported once: the binding is cleared, so the next call starts on a fresh worker. */
+        snprintf(message, sizeof(message),
+                 "the worker %lld that held the state of session '%s' is gone (it crashed, "
+                 "timed out or was recycled); its Python state is lost",
+                 (long long)session->worker_id, sc->session_id);
+        store_set_worker(d->store, session->id, STORE_WORKER_NONE, request_ignore_status, NULL);
+        request_reply_error(d, sc->call.caller, ERROR_SESSION_WORKER_UNAVAILABLE, message);
+        goto out;
+    }
+    sc->call.worker_id =
+        session->worker_id == STORE_WORKER_NONE ? 0 : (uint32_t)session->worker_id;
+    sc->call.session_id = sc->session_id;
+    sc->call.session_id_len = strlen(sc->session_id);
+    worker_pool_submit(pool, &sc->call);
+    sc->call.payload = NULL;
+out:
+    free(sc->call.payload);
+    free(sc);
+}
+
+void request_ignore_status(int status, void *userdata)
+{
+    if (status < 0) {
+        log_debug_errno(status, "Failed to update a session's worker binding");
+    }
+}
+
 void request_execute(Daemon *d, DistCaller *caller, const char *request, size_t len, int index,
                      int arity, bool stream)
 {
@@ -276,6 +354,27 @@ void request_execute(Daemon *d, DistCaller *caller, const char *request, size_t 
         .payload_len = (size_t)payload.index,
         .timeout_ms = opts.timeout_ms,
         .stream = stream,
+        .affinity = opts.affinity,
     };
-    worker_pool_submit(d->pools[pool_index], &call);
+    if (!opts.has_session) {
+        worker_pool_submit(d->pools[pool_index], &call);
+        return;
+    }
+    if (memchr(opts.session_id, '\0', (size_t)opts.session_id_len)) {
+        free(payload.buff);
+        request_reply_error(d, caller, ERROR_BAD_REQUEST, "session_id must not contain NUL bytes");
+        return;
+    }
+    SessionCall *sc = calloc(1, sizeof(*sc));
+    if (!sc) {
+        free(payload.buff);
+        request_reply_error(d, caller, ERROR_OVERLOADED, "out of memory");
+        return;
+    }
+    sc->daemon = d;
+    sc->pool_index = pool_index;
+    sc->call = call;
+    memcpy(sc->session_id, opts.session_id, (size_t)opts.session_id_len + 1);
+    StoreBytes id = {.data = (const uint8_t *)sc->session_id, .len = (size_t)opts.session_id_len};
+    store_get(d->store, id, on_call_session, sc);
 }

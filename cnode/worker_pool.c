@@ -27,6 +27,7 @@ static const char *const worker_state_names[WORKER_STATE_COUNT] = {
 
 static void pool_dispatch(WorkerPool *pool);
 static void pool_top_up(WorkerPool *pool);
+static Worker *find_worker_by_id(WorkerPool *pool, uint32_t id);
 
 /* ---- Answers ---- */
 
@@ -501,16 +502,34 @@ static void on_chunk(WorkerPool *pool, Worker *w, uint64_t id, const char *term,
     }
 }
 
-static void on_session_request(WorkerPool *pool, Worker *w, uint64_t id)
+static void on_session_request(WorkerPool *pool, Worker *w, uint64_t id, const char *term,
+                               size_t len)
 {
+    PoolJob *job = w->job;
     ei_x_buff x;
 
+    if (job && job->id == id && job->session_id && pool->hooks.on_session_request) {
+        pool->hooks.on_session_request(pool->userdata, pool, w->id, id, job->session_id,
+                                       job->session_id_len, term, len);
+        return;
+    }
     if (ei_x_new_with_version(&x) < 0) {
         return;
     }
-    error_encode(&x, ERROR_SESSION_NOT_FOUND, 0, "this call has no session");
+    error_encode(&x, ERROR_SESSION_NOT_FOUND, 0,
+                 "this call runs outside a session: pass session_id to use snakepit.session");
     worker_process_send(w, WORKER_FRAME_SESSION_RESP, id, x.buff, (size_t)x.index);
     ei_x_free(&x);
+}
+
+void worker_pool_session_reply(WorkerPool *pool, uint32_t worker_id, uint64_t call_id,
+                               const char *payload, size_t len)
+{
+    Worker *w = find_worker_by_id(pool, worker_id);
+
+    if (w && w->job && w->job->id == call_id) {
+        worker_process_send(w, WORKER_FRAME_SESSION_RESP, call_id, payload, len);
+    }
 }
 
 void worker_pool_on_frame(WorkerPool *pool, Worker *w, WorkerFrameType type, uint64_t id,
@@ -544,7 +563,7 @@ void worker_pool_on_frame(WorkerPool *pool, Worker *w, WorkerFrameType type, uin
         on_chunk(pool, w, id, term, term_len);
         break;
     case WORKER_FRAME_SESSION_REQ:
-        on_session_request(pool, w, id);
+        on_session_request(pool, w, id, term, term_len);
         break;
     default:
         worker_process_kill(w, SIGKILL, "it sent a frame type only the daemon sends");

@@ -30,6 +30,11 @@ typedef struct {
     /* A session call started on a worker the session was not bound to: record the binding. */
     void (*on_session_bound)(void *userdata, const char *session_id, size_t len,
                              uint32_t worker_id);
+    /* Python code of a session call reads or writes a variable: `term` is {get, Name} or
+     * {put, Name, Value} (borrowed); answer with worker_pool_session_reply(). */
+    void (*on_session_request)(void *userdata, WorkerPool *pool, uint32_t worker_id,
+                               uint64_t call_id, const char *session_id, size_t session_id_len,
+                               const char *term, size_t len);
 } WorkerPoolHooks;
 
 typedef struct {
@@ -75,6 +80,13 @@ bool worker_pool_has_worker(const WorkerPool *pool, uint32_t worker_id);
 
 /* Append the pool's state as a map: name, size, workers by state, queue depth, degraded. */
 int worker_pool_encode_info(const WorkerPool *pool, ei_x_buff *x);
+
+/*
+ * Answer a session request of call `call_id` on worker `worker_id` with `payload` (a term with
+ * version byte, borrowed). Dropped when that worker no longer runs that call.
+ */
+void worker_pool_session_reply(WorkerPool *pool, uint32_t worker_id, uint64_t call_id,
+                               const char *payload, size_t len);
 
 /* Cancel queued calls of callers on `node` (the node went down). */
 void worker_pool_cancel_node(WorkerPool *pool, const char *node);
