@@ -680,6 +680,16 @@ Test(etf_py, unknown_type_named)
     encode_fails(py_eval("[1, {2: 1j}]"), NULL, "encode_error", "complex");
 }
 
+Test(etf_py, encode_error_names_path)
+{
+    encode_fails(py_eval("[1, {'k': [2, 1j]}]"), NULL, "encode_error", "(at [1]['k'][1])");
+    encode_fails(py_eval("(0, {Atom('a'): {1: 1j}})"), NULL, "encode_error",
+                 "(at [1][Atom('a')][1])");
+    encode_fails(py_eval("{1j: 2}"), NULL, "encode_error", "(at {key})");
+    encode_fails(py_eval("[0, 0, [1] * 300]"), &(EtfPyLimits){.max_bytes = 100}, "too_large",
+                 "(at [2]");
+}
+
 Test(etf_py, registered_encoder_used)
 {
     ei_x_buff x;
