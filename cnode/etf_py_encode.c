@@ -520,7 +520,10 @@ static int encode_dict(Encoder *e, PyObject *dict)
     return n == 0 ? 0 : push_frame(e, FRAME_DICT, dict, n);
 }
 
-/* Encode the exact core types, Atom and the opaque types; returns 0 for any other object. */
+/*
+ * Encode the exact core types, Atom and the opaque types. Returns 1 when obj was one of them,
+ * 0 for any other object, -1 on failure.
+ */
 static int encode_known(Encoder *e, PyObject *obj)
 {
     PyTypeObject *type = Py_TYPE(obj);
@@ -563,7 +566,7 @@ static int encode_known(Encoder *e, PyObject *obj)
     return r < 0 ? -1 : 1;
 }
 
-/* Encode subclasses of the core types that have no encoder; returns 0 for any other object. */
+/* Encode subclasses of the core types that have no encoder; returns 1, 0 or -1 as above. */
 static int encode_subclass(Encoder *e, PyObject *obj)
 {
     int r;
