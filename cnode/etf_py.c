@@ -71,7 +71,7 @@ void etf_py_type_name(PyTypeObject *type, char *out, size_t size)
     /* Keep the pending exception, if any, for the caller's error message. */
     PyErr_Fetch(&exc_type, &exc, &traceback);
 
-    PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
+    PyObject *module = PyObject_GetAttr((PyObject *)type, etf_py_state.module_attr);
     PyObject *qualname = PyType_GetQualName(type);
     const char *module_str = NULL;
     const char *qualname_str = NULL;
@@ -268,8 +268,10 @@ int etf_py_init(void)
     }
     state.encoder_lookup = PyObject_GetAttrString(encoders, "lookup");
     state.etf_attr = PyUnicode_InternFromString("_etf");
+    state.module_attr = PyUnicode_InternFromString("__module__");
     state.atom_cache = PyDict_New();
-    if (state.encoder_lookup == NULL || state.etf_attr == NULL || state.atom_cache == NULL) {
+    if (state.encoder_lookup == NULL || state.etf_attr == NULL || state.module_attr == NULL ||
+        state.atom_cache == NULL) {
         goto out_release;
     }
     etf_py_state = state;
@@ -285,6 +287,7 @@ out_release:
         Py_XDECREF(state.fun_type);
         Py_XDECREF(state.encoder_lookup);
         Py_XDECREF(state.etf_attr);
+        Py_XDECREF(state.module_attr);
         Py_XDECREF(state.atom_cache);
     }
     Py_XDECREF(encoders);

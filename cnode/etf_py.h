@@ -9,7 +9,8 @@
  *   other atom <-> snakepit.Atom (a str subclass); a plain str never becomes an atom
  *   binary -> str when valid UTF-8, else bytes; bytes, bytearray, memoryview -> binary
  *   list, string (charlist) -> list; improper list: bad_request
- *   tuple <-> tuple; map <-> dict (unhashable key: bad_request)
+ *   tuple <-> tuple; map <-> dict (unhashable key: bad_request; keys that are equal in Python,
+ *   such as 1 and 1.0 or :a and "a", also bad_request rather than a silently smaller dict)
  *   pid, reference, port, fun <-> opaque snakepit objects that round-trip byte for byte
  *   set, frozenset -> list; objects with an encoder in snakepit.encoders -> the encoder's result
  *   anything else: encode_error naming the Python type
@@ -28,8 +29,13 @@
 
 /*
  * A zero field, or a NULL limits pointer, means the default. Lists, tuples and maps count as a
- * level of nesting, empty ones too; charlists are lists. Atoms are always encoded as UTF-8
- * atoms (SMALL_ATOM_UTF8_EXT or ATOM_UTF8_EXT), as the distribution and OTP 26 do.
+ * level of nesting, empty ones too, and charlists are lists. Over max_depth is too_deep, over
+ * max_bytes too_large, in both directions.
+ *
+ * The encoder writes what term_to_binary writes, so decoded terms re-encode byte for byte:
+ * the smallest integer form, NEW_FLOAT_EXT, STRING_EXT for a list of 1 to 65535 ints in 0..255.
+ * Atoms are always UTF-8 atoms (SMALL_ATOM_UTF8_EXT, ATOM_UTF8_EXT), as the distribution and
+ * OTP 26 write them; a Latin-1 ATOM_EXT decodes to the same Atom.
  */
 typedef struct {
     size_t max_depth; /* nesting depth of lists, tuples, maps; the top term is depth 1 */

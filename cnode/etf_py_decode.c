@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Decoder from external term format to Python objects. It parses the tags itself, checking
- * every length against the bytes left before reading, and keeps the lists, tuples and maps it
- * is filling on an explicit stack bounded by the depth limit, so no input can make it read
- * past the buffer or recurse on the C stack.
+ * Decoder from external term format to Python objects. It parses the tags itself and checks
+ * every length against the bytes left before reading, so no input makes it read past the
+ * buffer. The lists, tuples and maps being filled sit on an explicit stack bounded by the
+ * depth limit, so no input makes it recurse on the C stack either.
  */
 #include "etf_py_internal.h"
 
@@ -147,8 +147,8 @@ static PyObject *decode_charlist(Decoder *d)
         return NULL;
     }
     n = etf_py_get_be16(d->buf + d->pos + 1);
-    d->pos += 3;
-    if (need(d, n) < 0) {
+    if (d->len - d->pos - 3 < n) {
+        fail_truncated(d);
         return NULL;
     }
     list = PyList_New((Py_ssize_t)n);
@@ -157,10 +157,10 @@ static PyObject *decode_charlist(Decoder *d)
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        /* Integers below 256 are preallocated by CPython: this cannot fail. */
-        PyList_SET_ITEM(list, (Py_ssize_t)i, PyLong_FromLong(d->buf[d->pos + i]));
+        /* CPython 3.11 preallocates the ints -5 to 256, so this returns one of them. */
+        PyList_SET_ITEM(list, (Py_ssize_t)i, PyLong_FromLong(d->buf[d->pos + 3 + i]));
     }
-    d->pos += n;
+    d->pos += 3 + n;
     return list;
 }
 
@@ -185,12 +185,11 @@ static PyObject *decode_big(Decoder *d)
                          d->pos - d->start);
         return NULL;
     }
-    d->pos += header;
-    if (need(d, n) < 0) {
-        d->pos -= header;
+    if (d->len - d->pos - header < n) {
+        fail_truncated(d);
         return NULL;
     }
-    digits = d->buf + d->pos;
+    digits = d->buf + d->pos + header;
     if (n <= 8) {
         unsigned long long v = 0;
 
@@ -206,7 +205,7 @@ static PyObject *decode_big(Decoder *d)
         fail_exception(d, "an integer");
         return NULL;
     }
-    d->pos += n;
+    d->pos += header + n;
     if (!sign) {
         return magnitude;
     }
@@ -438,7 +437,7 @@ static PyObject *decode_int(Decoder *d)
     return PyLong_FromLong((int32_t)etf_py_get_be32(d->buf + d->pos - 4));
 }
 
-/* Read a 4-byte count after the tag, check it against the bytes left and start a container. */
+/* Read the count after the tag (1 or 4 bytes), check it against the bytes left, start a frame. */
 static int decode_container_header(Decoder *d, FrameKind kind, size_t header, size_t min_size)
 {
     size_t count;
@@ -456,8 +455,9 @@ static int decode_container_header(Decoder *d, FrameKind kind, size_t header, si
 }
 
 /*
- * Decode the term at the cursor: a scalar is stored in *value (new reference); a non-empty
- * list, tuple or map is pushed as a frame and *value stays NULL.
+ * Decode the term at the cursor. A scalar, charlist or empty list is stored in *value (new
+ * reference). A tuple, map or LIST_EXT is pushed as a frame, even when empty, and *value
+ * stays NULL.
  */
 static int decode_one(Decoder *d, PyObject **value)
 {

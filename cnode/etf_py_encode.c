@@ -2,8 +2,8 @@
 /*
  * Encoder from Python objects to external term format, appending to an ei_x_buff. Containers
  * are walked with an explicit stack bounded by the depth limit, so a Python list nested
- * 100,000 deep costs no C or Python recursion, and every write is checked against the size
- * limit before it is made, so a 100 MB bytes object over the limit is never copied.
+ * 100,000 deep costs no C or Python recursion. Every write is checked against the size limit
+ * before it is made, so a 100 MB bytes object over the limit is never copied.
  */
 #include "etf_py_internal.h"
 
@@ -28,6 +28,7 @@ typedef enum {
 /* A container being written: `next` of `size` items (dict pairs) are done. */
 typedef struct {
     PyObject *container; /* new reference */
+    PyObject *key;       /* new reference: the key of the dict pair being written, or NULL */
     PyObject *value;     /* new reference: the value of the dict key just written, or NULL */
     Py_ssize_t size;
     Py_ssize_t next;
@@ -519,7 +520,10 @@ static int encode_dict(Encoder *e, PyObject *dict)
     return n == 0 ? 0 : push_frame(e, FRAME_DICT, dict, n);
 }
 
-/* Encode the exact core types, Atom and the opaque types; returns 0 for any other object. */
+/*
+ * Encode the exact core types, Atom and the opaque types. Returns 1 when obj was one of them,
+ * 0 for any other object, -1 on failure.
+ */
 static int encode_known(Encoder *e, PyObject *obj)
 {
     PyTypeObject *type = Py_TYPE(obj);
@@ -562,7 +566,7 @@ static int encode_known(Encoder *e, PyObject *obj)
     return r < 0 ? -1 : 1;
 }
 
-/* Encode subclasses of the core types that have no encoder; returns 0 for any other object. */
+/* Encode subclasses of the core types that have no encoder; returns 1, 0 or -1 as above. */
 static int encode_subclass(Encoder *e, PyObject *obj)
 {
     int r;
@@ -649,7 +653,12 @@ static int encode_object(Encoder *e, PyObject *obj)
         if (fn == NULL) {
             handled = encode_subclass(e, obj);
             if (handled == 0) {
-                fail_type(e, "no term mapping or encoder for Python type", obj);
+                char type_name[128];
+
+                etf_py_type_name(Py_TYPE(obj), type_name, sizeof(type_name));
+                etf_py_error_set(e->err, "encode_error",
+                                 "no term mapping for Python type %s: register an encoder with "
+                                 "snakepit.encoders.register()", type_name);
             }
             r = handled > 0 ? 0 : -1;
             break;
@@ -710,6 +719,7 @@ static int frame_next(Encoder *e, EncodeFrame *f, PyObject **item)
     }
     f->next++;
     f->value = Py_NewRef(value);
+    Py_XSETREF(f->key, Py_NewRef(key));
     *item = Py_NewRef(key);
     return 0;
 }
@@ -719,7 +729,55 @@ static void pop_frame(Encoder *e)
     EncodeFrame *f = &e->frames[--e->depth];
 
     Py_CLEAR(f->container);
+    Py_CLEAR(f->key);
     Py_CLEAR(f->value);
+}
+
+/* Append one step of the error path: "[index]", "[key]", or "{key}" while a key is written. */
+static size_t append_path_step(char *path, size_t size, size_t used, const EncodeFrame *f)
+{
+    PyObject *repr = NULL;
+    const char *text = NULL;
+    int n;
+
+    if (f->kind != FRAME_DICT) {
+        n = snprintf(path + used, size - used, "[%zd]", f->next - 1);
+    } else if (f->value != NULL) {
+        n = snprintf(path + used, size - used, "{key}");
+    } else {
+        /* Only keys whose repr runs no user code are shown. */
+        PyTypeObject *type = Py_TYPE(f->key);
+
+        if (type == &PyUnicode_Type || type == &PyLong_Type || type == &PyBytes_Type ||
+            type == (PyTypeObject *)etf_py_state.atom_type) {
+            repr = PyObject_Repr(f->key);
+            text = repr != NULL ? PyUnicode_AsUTF8(repr) : NULL;
+        }
+        PyErr_Clear();
+        n = snprintf(path + used, size - used, "[%.60s]", text != NULL ? text : "...");
+        Py_XDECREF(repr);
+    }
+    if (n < 0 || (size_t)n >= size - used) {
+        return size - 1;
+    }
+    return used + (size_t)n;
+}
+
+/* Append " (at [1]['key'])" to the error message: where in the value the encoding failed. */
+static void append_error_path(Encoder *e)
+{
+    char path[160];
+    size_t used = 0;
+    size_t length = strlen(e->err->message);
+
+    if (e->depth == 0) {
+        return;
+    }
+    path[0] = '\0';
+    for (size_t i = 0; i < e->depth && used < sizeof(path) - 1; i++) {
+        used = append_path_step(path, sizeof(path), used, &e->frames[i]);
+    }
+    snprintf(e->err->message + length, sizeof(e->err->message) - length, " (at %s)", path);
 }
 
 static int encode_loop(Encoder *e, PyObject *root)
@@ -773,6 +831,9 @@ int etf_py_encode(ei_x_buff *x, PyObject *obj, const EtfPyLimits *limits, EtfPyE
     err->kind = NULL;
     err->message[0] = '\0';
     r = encode_loop(&e, obj);
+    if (r < 0 && err->kind != NULL) {
+        append_error_path(&e);
+    }
     while (e.depth > 0) {
         pop_frame(&e);
     }

@@ -19,14 +19,12 @@ typedef struct {
     PyObject *fun_type;       /* snakepit.Fun */
     PyObject *encoder_lookup; /* snakepit.encoders.lookup */
     PyObject *etf_attr;       /* the interned str "_etf", the bytes slot of an opaque object */
+    PyObject *module_attr;    /* the interned str "__module__" */
     PyObject *atom_cache;     /* dict: str -> Atom, bounded by ETF_PY_ATOM_CACHE_MAX */
 } EtfPyState;
 
 /* Decoded atoms are shared through the cache up to this many distinct names. */
 #define ETF_PY_ATOM_CACHE_MAX 4096
-
-/* A term tag that the codec does not define elsewhere: NEW_FUN_EXT and EXPORT_EXT are in ei.h. */
-#define ETF_PY_ATOM_CACHE_REF 'R'
 
 extern EtfPyState etf_py_state;
 

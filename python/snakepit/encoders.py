@@ -2,8 +2,8 @@
 """Encoders for Python objects that have no term of their own.
 
 The term codec maps the core Python types itself (see the table in ``cnode/etf_py.h``). For any
-other object it calls :func:`lookup` with the object's type and, when an encoder is found,
-encodes what the encoder returns instead; an object with no encoder is an ``encode_error``
+other object it calls :func:`lookup` with the object's type. When an encoder is found, the codec
+encodes what the encoder returns instead. An object with no encoder is an ``encode_error``
 naming its type. An encoder returns any term-convertible object, which may itself need an
 encoder (the codec follows at most 8 such steps per object).
 

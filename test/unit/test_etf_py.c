@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "etf_py.h"
 
@@ -679,6 +680,16 @@ Test(etf_py, unknown_type_named)
     encode_fails(py_eval("[1, {2: 1j}]"), NULL, "encode_error", "complex");
 }
 
+Test(etf_py, encode_error_names_path)
+{
+    encode_fails(py_eval("[1, {'k': [2, 1j]}]"), NULL, "encode_error", "(at [1]['k'][1])");
+    encode_fails(py_eval("(0, {Atom('a'): {1: 1j}})"), NULL, "encode_error",
+                 "(at [1][Atom('a')][1])");
+    encode_fails(py_eval("{1j: 2}"), NULL, "encode_error", "(at {key})");
+    encode_fails(py_eval("[0, 0, [1] * 300]"), &(EtfPyLimits){.max_bytes = 100}, "too_large",
+                 "(at [2]");
+}
+
 Test(etf_py, registered_encoder_used)
 {
     ei_x_buff x;
@@ -994,7 +1005,7 @@ Test(etf_py, truncated_at_every_length)
     new_x(&x);
     every_kind_term(&x);
     round_trip(&x, NULL);
-    /* Each prefix is copied to a buffer of exactly its size so ASan sees any read past it. */
+    /* Each prefix is copied to a buffer of exactly its size, so ASan reports any read past it. */
     for (int n = 0; n < x.index; n++) {
         char *copy = malloc(n > 0 ? (size_t)n : 1);
 
@@ -1094,4 +1105,154 @@ Test(etf_py, decode_from_index)
     Py_DECREF(v);
     cr_assert_eq(index, x.index - 7, "index must stop after the tuple, before 'after'");
     ei_x_free(&x);
+}
+
+static long allocated_blocks(void)
+{
+    PyObject *v = py_eval("sys.getallocatedblocks()");
+    long n = PyLong_AsLong(v);
+
+    Py_DECREF(v);
+    return n;
+}
+
+/* Round trips and every kind of failure, repeated: Python's block count must stay flat. */
+static void exercise_codec(void)
+{
+    ei_x_buff x;
+    ei_x_buff out;
+    EtfPyLimits shallow = {.max_depth = 2};
+
+    new_x(&x);
+    every_kind_term(&x);
+    for (int n = 0; n <= x.index; n++) {
+        EtfPyError err;
+        int index = 0;
+        PyObject *v = etf_py_decode(x.buff, (size_t)n, &index, NULL, &err);
+
+        if (v != NULL) {
+            encode_ok(&out, v, NULL);
+            ei_x_free(&out);
+        }
+        index = 0;
+        cr_assert_null(etf_py_decode(x.buff, (size_t)x.index, &index, &shallow, &err));
+    }
+    ei_x_free(&x);
+    encode_fails(py_eval("[{'k': (1, 2.5, b'x', Atom('a'))}, [Widget()]]"), NULL, "encode_error",
+                 NULL);
+    encode_fails(py_eval("[[[[[1]]]]]"), &shallow, "too_deep", NULL);
+    encode_fails(py_eval("[Broken()]"), NULL, "encode_error", NULL);
+    encode_fails(py_eval("{1: ['x' * 2000]}"), &(EtfPyLimits){.max_bytes = 1000}, "too_large",
+                 NULL);
+}
+
+Test(etf_py, no_reference_leaks)
+{
+    py_exec("import sys\n"
+            "class Widget:\n"
+            "    pass\n"
+            "class Broken:\n"
+            "    pass\n"
+            "def fail(obj):\n"
+            "    raise ValueError('no way')\n"
+            "snakepit.encoders.register(Broken, fail)\n");
+    for (int i = 0; i < 5; i++) {
+        exercise_codec();
+    }
+    long before = allocated_blocks();
+    for (int i = 0; i < 50; i++) {
+        exercise_codec();
+    }
+    long after = allocated_blocks();
+    cr_assert_lt(after - before, 20, "Python blocks grew from %ld to %ld over 50 rounds", before,
+                 after);
+}
+
+/* Read a whole file into a malloc'd buffer; stores its size in *len. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *data;
+    long size;
+
+    cr_assert_not_null(f, "cannot open %s", path);
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    size = ftell(f);
+    cr_assert_geq(size, 0);
+    rewind(f);
+    data = malloc((size_t)size + 1);
+    cr_assert_not_null(data);
+    cr_assert_eq(fread(data, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    *len = (size_t)size;
+    return data;
+}
+
+static void run_terms_script(const char *mode, const char *first, const char *second)
+{
+    const char *script = getenv("ETF_PY_TERMS_SCRIPT");
+    char command[1024];
+
+    cr_assert_not_null(script, "ETF_PY_TERMS_SCRIPT is not set: run the test through meson");
+    snprintf(command, sizeof(command), "escript '%s' %s '%s' %s%s%s", script, mode, first,
+             second != NULL ? "'" : "", second != NULL ? second : "", second != NULL ? "'" : "");
+    cr_assert_eq(system(command), 0, "%s failed", command);
+}
+
+/* Echo each term that a real OTP node wrote and let that node check what came back. */
+Test(etf_py, erlang_terms_round_trip)
+{
+    char dir[] = "/tmp/test_etf_py_XXXXXX";
+    char original[64];
+    char echoed[64];
+    size_t len;
+    size_t pos = 0;
+    size_t count = 0;
+    ei_x_buff frames;
+
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(original, sizeof(original), "%s/original.bin", dir);
+    snprintf(echoed, sizeof(echoed), "%s/echoed.bin", dir);
+    run_terms_script("generate", original, NULL);
+
+    char *data = read_file(original, &len);
+    new_x(&frames);
+    while (pos < len) {
+        cr_assert_geq(len - pos, 5);
+        size_t n = (size_t)(unsigned char)data[pos] << 24 |
+                   (size_t)(unsigned char)data[pos + 1] << 16 |
+                   (size_t)(unsigned char)data[pos + 2] << 8 | (unsigned char)data[pos + 3];
+        const char *term = data + pos + 4;
+        ei_x_buff out;
+        EtfPyError err;
+        int index = 1;
+
+        cr_assert_eq((unsigned char)term[0], 131, "term %zu has no version byte", count);
+        PyObject *v = etf_py_decode(term, n, &index, NULL, &err);
+        cr_assert_not_null(v, "term %zu: %s: %s", count, err.kind, err.message);
+        cr_assert_eq((size_t)index, n, "term %zu: decoded %d of %zu bytes", count, index, n);
+        cr_assert_eq(ei_x_new_with_version(&out), 0);
+        cr_assert_eq(etf_py_encode(&out, v, NULL, &err), 0, "term %zu: %s: %s", count, err.kind,
+                     err.message);
+        Py_DECREF(v);
+        char header[4] = {(char)(out.index >> 24), (char)(out.index >> 16),
+                          (char)(out.index >> 8), (char)out.index};
+        ei_x_append_buf(&frames, header, 4);
+        ei_x_append_buf(&frames, out.buff, out.index);
+        ei_x_free(&out);
+        pos += 4 + n;
+        count++;
+    }
+    free(data);
+    cr_assert_gt(count, 40, "only %zu terms generated", count);
+
+    FILE *f = fopen(echoed, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(frames.buff, 1, (size_t)frames.index, f), (size_t)frames.index);
+    cr_assert_eq(fclose(f), 0);
+    ei_x_free(&frames);
+    run_terms_script("check", original, echoed);
+    unlink(original);
+    unlink(echoed);
+    rmdir(dir);
 }
