@@ -46,10 +46,12 @@ def _split_names(text: str | None) -> tuple[str, ...]:
 
 def configure(allow: str | None, adapter: str | None) -> None:
     """Set the module allowlist and import the adapter class ("package.module:Class")."""
-    global _allowed, _adapter_class, _adapter_spec
+    global _allowed, _adapter_class, _adapter_spec, _adapter_tools
     _allowed = _split_names(allow)
     _adapter_spec = adapter
     _adapter_class = None
+    _adapter_tools = None
+    _targets.clear()
     if adapter:
         module_name, _, class_name = adapter.partition(":")
         module = importlib.import_module(module_name)
@@ -192,17 +194,13 @@ def _qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _user_traceback(exc: BaseException) -> Any:
-    # Drop the frames of this module: the caller's code starts below call().
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next
-    return tb
-
-
 def _traceback_lines(exc: BaseException) -> list[bytes]:
-    text = "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc)))
-    lines = text.splitlines()
+    report = traceback.TracebackException.from_exception(exc)
+    # Drop the frames of this module: they are the same in every error reply.
+    report.stack = traceback.StackSummary.from_list(
+        [frame for frame in report.stack if frame.filename != __file__]
+    )
+    lines = "".join(report.format()).splitlines()
     if len(lines) > TRACEBACK_MAX_LINES:
         skipped = len(lines) - TRACEBACK_MAX_LINES
         half = TRACEBACK_MAX_LINES // 2
