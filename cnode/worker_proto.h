@@ -20,7 +20,7 @@
  *   SESSION_REQ  worker -> daemon, id of the call in progress: {get, Name :: binary} or
  *                {put, Name :: binary, Value} on the call's session.
  *   SESSION_RESP daemon -> worker, same id: {ok, Value} | ok | {error, ErrorMap}. A get of a
- *                name the session does not hold answers {error, #{kind => not_found}}, which
+ *                name the session does not contain gets {error, #{kind => not_found}}, which
  *                snakepit.session.get() turns into its default; session_not_found means the
  *                session itself is gone and raises in Python.
  *   CREDIT       daemon -> worker, same id: {credit, N}: the worker may send N more CHUNKs.

@@ -106,7 +106,7 @@ def _resolve_generic(command: str) -> Callable[..., Any]:
             f"invalid command {command!r}: expected python.<module>.<attribute>",
         )
     allowed_prefix = False
-    # The longest importable module prefix wins; the attribute path is the rest.
+    # Try module prefixes from the longest down; the rest of the command is the attribute path.
     for split in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:split])
         if not is_allowed(module_name):

@@ -809,7 +809,8 @@ static _Noreturn void run_standin_daemon(int report_fd)
     *c = (struct cmsghdr){.cmsg_level = SOL_SOCKET, .cmsg_type = SCM_RIGHTS,
                           .cmsg_len = CMSG_LEN(2 * sizeof(int))};
     memcpy(CMSG_DATA(c), (int[2]){request[1], heartbeat[1]}, 2 * sizeof(int));
-    if (sendmsg(control[0], &mh, 0) != (ssize_t)sizeof(msg) || !wait_readable(control[0], IO_TIMEOUT_MS)
+    if (sendmsg(control[0], &mh, 0) != (ssize_t)sizeof(msg)
+        || !wait_readable(control[0], IO_TIMEOUT_MS)
         || recv(control[0], &msg, sizeof(msg), 0) != (ssize_t)sizeof(msg)
         || msg.type != ZYGOTE_MSG_FORKED) {
         _exit(1);
@@ -1066,7 +1067,7 @@ Test(worker, session_round_trip)
     cr_assert_eq(ei_decode_long(f.payload, &index, &value), 0);
     cr_assert_eq(value, 42);
     frame_free(&f);
-    /* A stale answer for another call comes first and must be ignored. */
+    /* A stale response for another call comes first and must be ignored. */
     cr_assert_eq(ei_x_new_with_version(&x), 0);
     ei_x_encode_atom(&x, "ok");
     send_frame(w.request, WORKER_FRAME_SESSION_RESP, 4, &x);
@@ -1107,7 +1108,7 @@ Test(worker, session_round_trip)
     free(fallback);
     frame_free(&f);
 
-    /* An error answer raises SessionError in Python. */
+    /* An error response raises SessionError in Python. */
     call_begin(&x, "python.worker_fixtures.session_get");
     ei_x_encode_list_header(&x, 1);
     ei_x_encode_binary(&x, "y", 1);
@@ -1193,7 +1194,7 @@ Test(worker, message_size_limit)
     cr_assert_str_eq(e.kind, "too_large");
     error_map_free(&e);
 
-    /* A CALL over the limit is read, discarded and answered with too_large. */
+    /* A CALL over the limit is read and discarded, and its reply is too_large. */
     char *big = calloc(1, (size_t)limit);
     cr_assert_not_null(big);
     call_begin(&x, "python.worker_fixtures.echo");
@@ -1274,7 +1275,7 @@ Test(worker, adapter_tools)
     free(text);
     frame_free(&f);
 
-    /* One adapter instance per worker: the named tool sees the earlier call. */
+    /* One adapter instance per worker, so the named tool counts the earlier call. */
     send_call0(&w, 2, "calls");
     cr_assert_eq(expect_ok_long(&w, 2), 1);
 
@@ -1389,7 +1390,8 @@ static char *make_venv(void)
     cr_assert_not_null(dir);
     snprintf(command, sizeof(command),
              "/usr/bin/python3 -m venv --without-pip %s/venv && "
-             "site=$(%s/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))') && "
+             "site=$(%s/venv/bin/python -c "
+             "'import sysconfig; print(sysconfig.get_path(\"purelib\"))') && "
              "echo 'MARK = 1' > \"$site/venv_only.py\"",
              dir, dir);
     cr_assert_eq(system(command), 0, "creating a venv failed: %s", command);
