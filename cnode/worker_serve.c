@@ -36,6 +36,7 @@ typedef struct {
     EtfPyLimits limits; /* max_bytes: the frame payload limit */
     ei_x_buff reply;    /* reused for every REPLY payload */
     ei_x_buff chunk;    /* reused for every CHUNK payload */
+    pid_t pid;          /* the worker's own pid, to catch a child that Python code forked */
 } Server;
 
 /* A decoded CALL: {Command, Args, Opts}; strong references. */
@@ -78,8 +79,20 @@ static _Noreturn void exit_out_of_memory(uint64_t id)
     _exit(WORKER_SERVE_EXIT_NO_MEMORY);
 }
 
+/*
+ * Stop a process that Python code forked (os.fork) and that returned from the call instead of
+ * exiting: it shares the request socket and must not read the daemon's next call.
+ */
+static void exit_if_forked_child(const Server *s)
+{
+    if (getpid() != s->pid) {
+        _exit(0);
+    }
+}
+
 static void send_frame(Server *s, WorkerFrameType type, uint64_t id, const ei_x_buff *x)
 {
+    exit_if_forked_child(s);
     int r = worker_conn_write(&s->conn, type, id, x->buff, (size_t)x->index);
 
     if (r < 0) {
@@ -358,6 +371,7 @@ _Noreturn void worker_serve_run(const WorkerServeParams *params)
     if (ei_x_new(&s.reply) < 0 || ei_x_new(&s.chunk) < 0) {
         exit_out_of_memory(0);
     }
+    s.pid = getpid();
     send_hello(&s, params->worker_id);
     log_debug("Worker %u is serving calls", (unsigned)params->worker_id);
 

@@ -499,6 +499,14 @@ static void expect_python_exception(Worker *w, uint64_t id, const char *type,
     error_map_free(&e);
 }
 
+static void expect_no_frame_within(Worker *w, int wait_ms)
+{
+    Frame f;
+
+    cr_assert_not(try_read_frame(w->request, &f, wait_ms), "unexpected frame of type %d",
+                  f.type);
+}
+
 /* The worker still serves: operator.add(20, 22). */
 static void expect_serving(Worker *w, uint64_t id)
 {
@@ -641,6 +649,46 @@ Test(worker, bad_args_and_commands)
     error_map_free(&e);
 
     expect_serving(&w, 6);
+    stop_all(&z, &w);
+}
+
+Test(worker, unencodable_result)
+{
+    Zygote z;
+    Worker w;
+
+    start_one(&z, &w, NULL);
+    send_call0(&w, 1, "python.worker_fixtures.unencodable");
+    ErrorMap e = expect_error(&w, 1);
+    cr_assert_str_eq(e.kind, "encode_error");
+    cr_assert(strstr(e.message, "object") != NULL, "the message names the type: %s", e.message);
+    cr_assert_not(e.retryable);
+    error_map_free(&e);
+    expect_serving(&w, 2);
+    stop_all(&z, &w);
+}
+
+Test(worker, forked_child_never_replies)
+{
+    Zygote z;
+    Worker w;
+    Frame f;
+    int index, arity;
+    long status;
+
+    start_one(&z, &w, NULL);
+    send_call0(&w, 1, "python.worker_fixtures.fork_child_returns");
+    cr_assert(read_reply(&w, 1, &f, &index), "the forking call failed");
+    cr_assert_eq(ei_decode_list_header(f.payload, &index, &arity), 0);
+    cr_assert_eq(arity, 2);
+    char *who = decode_binary(f.payload, &index);
+    cr_assert_str_eq(who, "parent", "the child's reply reached the daemon");
+    free(who);
+    cr_assert_eq(ei_decode_long(f.payload, &index, &status), 0);
+    cr_assert_eq(status, 0, "the child exited with %ld", status);
+    frame_free(&f);
+    expect_no_frame_within(&w, 200);
+    expect_serving(&w, 2);
     stop_all(&z, &w);
 }
 
@@ -935,14 +983,6 @@ static void read_chunks(Worker *w, uint64_t id, int n, long *next)
     }
 }
 
-static void expect_no_frame(Worker *w, int wait_ms)
-{
-    Frame f;
-
-    cr_assert_not(try_read_frame(w->request, &f, wait_ms), "frame type %d sent without credit",
-                  f.type);
-}
-
 Test(worker, stream_with_credit)
 {
     Zygote z;
@@ -961,12 +1001,12 @@ Test(worker, stream_with_credit)
     send_call(&w, 9, &x);
 
     read_chunks(&w, 9, WORKER_STREAM_INITIAL_CREDIT, &next);
-    expect_no_frame(&w, 300);
+    expect_no_frame_within(&w, 300);
     send_credit(&w, 8, 1000); /* credit for another call is not ours */
-    expect_no_frame(&w, 200);
+    expect_no_frame_within(&w, 200);
     send_credit(&w, 9, 50);
     read_chunks(&w, 9, 50, &next);
-    expect_no_frame(&w, 200);
+    expect_no_frame_within(&w, 200);
     send_credit(&w, 9, 34);
     read_chunks(&w, 9, 34, &next);
     cr_assert_eq(next, 100);
@@ -1237,6 +1277,21 @@ Test(worker, depth_limit)
     cr_assert_str_eq(e.kind, "too_deep");
     error_map_free(&e);
 
+    /* Args plus an argument nested 31 deep is exactly the limit. */
+    call_begin(&x, "python.worker_fixtures.echo");
+    ei_x_encode_list_header(&x, 1);
+    for (int i = 0; i < 30; i++) {
+        ei_x_encode_list_header(&x, 1);
+    }
+    ei_x_encode_empty_list(&x);
+    for (int i = 0; i < 31; i++) {
+        ei_x_encode_empty_list(&x);
+    }
+    call_finish(&x, false, NULL);
+    send_call(&w, 6, &x);
+    cr_assert(read_reply(&w, 6, &f, &index), "args at the depth limit failed");
+    frame_free(&f);
+
     /* Results: a list nested 32 deep fits, 33 does not. */
     send_call_long(&w, 2, "python.worker_fixtures.nested", 32);
     cr_assert(read_reply(&w, 2, &f, &index), "a result at the depth limit failed");
@@ -1367,6 +1422,14 @@ Test(worker, usage_errors_exit_64)
     const char *missing_value[] = {"--zygote", "--pool", NULL};
     const char *bad_size[] = {"--zygote", "--pool", "p", "--daemon-pid", "10",
                               "--max-message-bytes", "1023", NULL};
+    const char *big_blas[] = {"--zygote", "--pool", "p", "--daemon-pid", "10",
+                              "--blas-threads", "1025", NULL};
+    const char *zero_depth[] = {"--zygote", "--pool", "p", "--daemon-pid", "10",
+                                "--max-depth", "0", NULL};
+    const char *big_depth[] = {"--zygote", "--pool", "p", "--daemon-pid", "10",
+                               "--max-depth", "100001", NULL};
+    const char *bad_adapter[] = {"--zygote", "--pool", "p", "--daemon-pid", "10",
+                                 "--adapter", "no_colon", NULL};
     const char *help[] = {"--help", NULL};
 
     cr_assert_eq(run_worker_binary(none), 64);
@@ -1377,6 +1440,10 @@ Test(worker, usage_errors_exit_64)
     cr_assert_eq(run_worker_binary(bad_option), 64);
     cr_assert_eq(run_worker_binary(missing_value), 64);
     cr_assert_eq(run_worker_binary(bad_size), 64);
+    cr_assert_eq(run_worker_binary(big_blas), 64);
+    cr_assert_eq(run_worker_binary(zero_depth), 64);
+    cr_assert_eq(run_worker_binary(big_depth), 64);
+    cr_assert_eq(run_worker_binary(bad_adapter), 64);
     cr_assert_eq(run_worker_binary(help), 0);
 }
 
