@@ -245,8 +245,8 @@ static void conn_handle_other(WorkerConn *conn, const WorkerFrame *f)
         return;
     }
     if (f->type == WORKER_FRAME_CALL) {
-        log_warning("Call %llu arrived while call %llu is running; replying worker_busy",
-                    (unsigned long long)f->id, (unsigned long long)conn->stream_id);
+        log_warning("Call %llu arrived while another call is running; replying worker_busy",
+                    (unsigned long long)f->id);
         reply_busy(conn, f->id);
         return;
     }

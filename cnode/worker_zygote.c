@@ -413,15 +413,19 @@ static void close_fd(int fd)
 /* Wait until the intermediate has exited and this process has been reparented. */
 static int wait_for_reparent(pid_t intermediate)
 {
-    int pidfd = pidfd_open_pid(intermediate);
     uint64_t deadline = log_now_ms() + WORKER_ZYGOTE_REPARENT_TIMEOUT_MS;
 
-    if (pidfd >= 0) {
+    if (getppid() != intermediate) {
+        return 0;
+    }
+    int pidfd = pidfd_open_pid(intermediate);
+    /* While it is still our parent, the pid cannot have been reused: the pidfd is the right one. */
+    if (pidfd >= 0 && getppid() == intermediate) {
         struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
         while (poll(&pfd, 1, WORKER_ZYGOTE_REPARENT_TIMEOUT_MS) < 0 && errno == EINTR) {
         }
-        close(pidfd);
     }
+    close_fd(pidfd);
     while (getppid() == intermediate) {
         if (log_now_ms() > deadline) {
             return -ETIMEDOUT;

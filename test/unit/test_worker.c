@@ -1085,6 +1085,39 @@ static void check_session_op(const Frame *f, const char *op, const char *name, i
     free(got);
 }
 
+static void call_begin_session_get(Worker *w, uint64_t id)
+{
+    ei_x_buff x;
+
+    call_begin(&x, "python.worker_fixtures.session_get");
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_binary(&x, "n", 1);
+    ei_x_encode_empty_list(&x);
+    call_finish(&x, false, "session-3");
+    send_call(w, id, &x);
+}
+
+static void session_respond_ok(Worker *w, uint64_t id, long value)
+{
+    ei_x_buff x;
+
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "ok");
+    ei_x_encode_long(&x, value);
+    send_frame(w->request, WORKER_FRAME_SESSION_RESP, id, &x);
+    ei_x_free(&x);
+}
+
+static void expect_serving_busy(Worker *w, uint64_t id)
+{
+    send_call0(w, id, "python.os.getpid");
+    ErrorMap e = expect_error(w, id);
+    cr_assert_str_eq(e.kind, "worker_busy");
+    cr_assert(e.retryable, "worker_busy is retryable");
+    error_map_free(&e);
+}
+
 Test(worker, session_round_trip)
 {
     Zygote z;
@@ -1175,6 +1208,69 @@ Test(worker, session_round_trip)
     call_finish(&x, false, NULL);
     send_call(&w, 7, &x);
     expect_python_exception(&w, 7, "builtins.RuntimeError", NULL);
+    stop_all(&z, &w);
+}
+
+Test(worker, interrupt_while_waiting_for_daemon)
+{
+    Zygote z;
+    Worker w;
+    ei_x_buff x;
+    long next = 0;
+
+    start_one(&z, &w, NULL);
+    /* A session request that the daemon never answers: SIGINT ends the call. */
+    call_begin(&x, "python.worker_fixtures.session_get");
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_binary(&x, "x", 1);
+    ei_x_encode_empty_list(&x);
+    call_finish(&x, false, "session-2");
+    send_call(&w, 1, &x);
+    Frame f = expect_session_request(&w, 1);
+    frame_free(&f);
+    cr_assert_eq(kill(w.pid, SIGINT), 0);
+    expect_python_exception(&w, 1, "builtins.KeyboardInterrupt", NULL);
+
+    /* The late response is dropped, and the worker serves the next call. */
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "ok");
+    ei_x_encode_long(&x, 1);
+    send_frame(w.request, WORKER_FRAME_SESSION_RESP, 1, &x);
+    ei_x_free(&x);
+    expect_serving(&w, 2);
+
+    /* A stream that waits for credit: SIGINT ends it with an error reply. */
+    call_begin(&x, "python.worker_fixtures.count");
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_long(&x, 1000);
+    ei_x_encode_empty_list(&x);
+    call_finish(&x, true, NULL);
+    send_call(&w, 3, &x);
+    read_chunks(&w, 3, WORKER_STREAM_INITIAL_CREDIT, &next);
+    expect_no_frame_within(&w, 100);
+    cr_assert_eq(kill(w.pid, SIGINT), 0);
+    expect_python_exception(&w, 3, "builtins.KeyboardInterrupt", NULL);
+    send_credit(&w, 3, 10); /* late credit for the ended stream */
+    expect_serving(&w, 4);
+    expect_no_frame_within(&w, 100);
+    stop_all(&z, &w);
+}
+
+Test(worker, call_during_call_is_busy)
+{
+    Zygote z;
+    Worker w;
+
+    start_one(&z, &w, NULL);
+    call_begin_session_get(&w, 1);
+    Frame f = expect_session_request(&w, 1);
+    frame_free(&f);
+    /* A second call while the first waits for the daemon gets worker_busy at once. */
+    expect_serving_busy(&w, 2);
+    session_respond_ok(&w, 1, 5);
+    cr_assert_eq(expect_ok_long(&w, 1), 5);
+    expect_serving(&w, 3);
     stop_all(&z, &w);
 }
 
