@@ -345,11 +345,14 @@ static int add_pythonpath(const char *dir)
     return r;
 }
 
+/* Fix sys.executable, then import the preload modules, through snakepit._runtime. */
 static int preload_modules(const char *preload)
 {
     PyObject *runtime = PyImport_ImportModule("snakepit._runtime");
-    PyObject *result = runtime ? PyObject_CallMethod(runtime, "preload", "z", preload) : NULL;
+    PyObject *repaired = runtime ? PyObject_CallMethod(runtime, "repair_executable", NULL) : NULL;
+    PyObject *result = repaired ? PyObject_CallMethod(runtime, "preload", "z", preload) : NULL;
 
+    Py_XDECREF(repaired);
     Py_XDECREF(runtime);
     if (!result) {
         return -1;

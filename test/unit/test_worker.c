@@ -692,6 +692,28 @@ Test(worker, forked_child_never_replies)
     stop_all(&z, &w);
 }
 
+Test(worker, sys_executable_runs_python)
+{
+    Zygote z;
+    Worker w;
+    Frame f;
+    int index, arity;
+
+    start_one(&z, &w, NULL);
+    send_call0(&w, 1, "python.worker_fixtures.interpreter");
+    cr_assert(read_reply(&w, 1, &f, &index), "running sys.executable failed");
+    cr_assert_eq(ei_decode_list_header(f.payload, &index, &arity), 0);
+    cr_assert_eq(arity, 2);
+    char *executable = decode_binary(f.payload, &index);
+    char *prefix = decode_binary(f.payload, &index);
+    cr_assert(strstr(executable, "python") != NULL, "sys.executable is %s", executable);
+    cr_assert_str_eq(prefix, "/usr", "%s printed the prefix %s", executable, prefix);
+    free(executable);
+    free(prefix);
+    frame_free(&f);
+    stop_all(&z, &w);
+}
+
 Test(worker, not_allowed_imports_nothing)
 {
     Zygote z;
