@@ -27,10 +27,6 @@
 /* An encode buffer larger than this is freed after its call instead of kept. */
 #define WORKER_SERVE_KEEP_BUFFER_BYTES ((int)1 << 20)
 
-/* Term tags of the tuple header of a CALL payload. */
-#define ETF_SMALL_TUPLE_EXT 104
-#define ETF_LARGE_TUPLE_EXT 105
-
 typedef struct {
     WorkerConn conn;
     EtfPyLimits limits; /* max_bytes: the frame payload limit */
@@ -154,10 +150,10 @@ static int call_tuple_start(const char *buf, size_t len)
 {
     const unsigned char *p = (const unsigned char *)buf;
 
-    if (len >= 3 && p[0] == WORKER_PROTO_ETF_VERSION && p[1] == ETF_SMALL_TUPLE_EXT && p[2] == 3) {
+    if (len >= 3 && p[0] == WORKER_PROTO_ETF_VERSION && p[1] == ERL_SMALL_TUPLE_EXT && p[2] == 3) {
         return 3;
     }
-    if (len >= 6 && p[0] == WORKER_PROTO_ETF_VERSION && p[1] == ETF_LARGE_TUPLE_EXT && p[2] == 0
+    if (len >= 6 && p[0] == WORKER_PROTO_ETF_VERSION && p[1] == ERL_LARGE_TUPLE_EXT && p[2] == 0
         && p[3] == 0 && p[4] == 0 && p[5] == 3) {
         return 6;
     }

@@ -10,8 +10,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-#include "log.h"
 #include "worker_proto.h"
+#include "worker_serve.h"
 
 typedef struct {
     WorkerConn *conn;      /* borrowed */
@@ -114,9 +114,7 @@ static PyObject *session_request(PyObject *self, PyObject *request)
         goto out; /* the signal handler's exception, KeyboardInterrupt on a timeout */
     }
     if (r < 0) {
-        log_error_errno(r, "Failed to read the session response of call %llu",
-                        (unsigned long long)session_call.id);
-        _exit(r == -EPIPE ? 0 : 1);
+        worker_serve_exit_on_error(r);
     }
     result = decode_response(&frame);
 out:

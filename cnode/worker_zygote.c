@@ -182,8 +182,18 @@ static int probe_version(const char *exe, int *major, int *minor)
         close(fds[0]);
         return r;
     }
+    /* The probe prints a few bytes and exits; a hung or chatty program is killed. */
     struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
-    while (have < sizeof(out) - 1 && poll(&pfd, 1, WORKER_ZYGOTE_VERSION_PROBE_TIMEOUT_MS) > 0) {
+    bool kill_probe = false;
+    for (;;) {
+        int ready = poll(&pfd, 1, WORKER_ZYGOTE_VERSION_PROBE_TIMEOUT_MS);
+        if (ready < 0 && errno == EINTR) {
+            continue;
+        }
+        if (ready <= 0 || have == sizeof(out) - 1) {
+            kill_probe = true;
+            break;
+        }
         ssize_t n = read(fds[0], out + have, sizeof(out) - 1 - have);
         if (n <= 0) {
             break;
@@ -191,10 +201,16 @@ static int probe_version(const char *exe, int *major, int *minor)
         have += (size_t)n;
     }
     close(fds[0]);
-    if (waitpid(pid, &status, WNOHANG) == 0) {
-        kill(pid, SIGKILL); /* our own probe child, still running past the timeout */
-        waitpid(pid, &status, 0);
+    if (kill_probe) {
+        kill(pid, SIGKILL); /* our own probe child */
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (kill_probe) {
         return -ETIMEDOUT;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        return -ENOEXEC;
     }
     return parse_version(out, major, minor);
 }
@@ -265,8 +281,11 @@ static int check_python(const char *python, char *exe, size_t size, char *error,
         r = probe_version(exe, &major, &minor);
     }
     if (r < 0) {
+        const char *reason = r == -ENOEXEC ? "asking it for sys.version_info failed; is it a "
+                                             "Python interpreter?"
+                                           : strerror(-r);
         snprintf(error, error_size, "Failed to find the version of Python '%.400s': %s", exe,
-                 strerror(-r));
+                 reason);
         return r;
     }
     if (parse_version(Py_GetVersion(), &linked_major, &linked_minor) < 0) {

@@ -1621,3 +1621,41 @@ Test(worker, python_virtualenv)
     remove_tree(venv);
     free(venv);
 }
+
+/* Start a zygote with --python `python` and expect PRELOAD_FAILED containing `text`. */
+static void expect_python_rejected(const char *python, const char *text)
+{
+    Zygote z;
+    const char *args[] = {"--python", python, NULL};
+
+    zygote_start(&z, args);
+    ZygoteMsg msg = zygote_recv(&z);
+    cr_assert_eq(msg.type, ZYGOTE_MSG_PRELOAD_FAILED, "--python %s was accepted", python);
+    cr_assert(strstr(msg.text, text) != NULL, "expected '%s' in: %s", text, msg.text);
+    int status = wait_exit(z.pid, 5000);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 78);
+    close(z.control);
+}
+
+Test(worker, python_interpreter_paths)
+{
+    Zygote z;
+    const char *interpreter[] = {"--python", "/usr/bin/python3", "--allow", ALLOW, NULL};
+    const char *prefix[] = {"--python", "/usr", NULL};
+
+    /* An interpreter outside a venv is asked for its version by running it. */
+    zygote_start(&z, interpreter);
+    zygote_expect_ready(&z);
+    Worker w;
+    worker_fork(&z, &w, 1);
+    expect_serving(&w, 1);
+    stop_all(&z, &w);
+    /* A prefix directory means its bin/python3. */
+    zygote_start(&z, prefix);
+    zygote_expect_ready(&z);
+    zygote_stop(&z);
+
+    expect_python_rejected("/nonexistent/python3", "not found");
+    expect_python_rejected("/bin/false", "Failed to find the version");
+    expect_python_rejected("/tmp", "without bin/python3");
+}
