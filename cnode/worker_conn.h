@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <Python.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +23,9 @@ typedef struct {
 
 typedef struct {
     int fd;                /* owned */
+    int wakeup_read;       /* owned: Python's signal wakeup pipe, read end */
+    int wakeup_write;      /* owned: write end, given to signal.set_wakeup_fd() */
+    PyObject *set_wakeup_fd; /* strong reference to signal.set_wakeup_fd */
     size_t max_payload;    /* limit of a frame payload in both directions */
     /* The frame being read; a read interrupted by a signal resumes here. */
     uint8_t header[WORKER_FRAME_HEADER_SIZE];
@@ -37,8 +41,11 @@ typedef struct {
     uint64_t credit;
 } WorkerConn;
 
-/* Set up `conn` on `fd`, taking ownership of the fd. */
-void worker_conn_init(WorkerConn *conn, int fd, size_t max_payload);
+/*
+ * Set up `conn` on `fd`, taking ownership of the fd, with a pipe that becomes Python's signal
+ * wakeup fd while the connection waits. Returns 0 or -errno.
+ */
+int worker_conn_init(WorkerConn *conn, int fd, size_t max_payload);
 
 /*
  * Read the next frame into *frame. Returns 0; -EINTR when a signal handler raised a Python

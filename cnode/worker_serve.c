@@ -361,7 +361,12 @@ _Noreturn void worker_serve_run(const WorkerServeParams *params)
 {
     static Server s;
 
-    worker_conn_init(&s.conn, params->request_fd, params->max_message_bytes);
+    int r = worker_conn_init(&s.conn, params->request_fd, params->max_message_bytes);
+    if (r < 0) {
+        log_error_errno(r, "Failed to set up the request socket of worker %u",
+                        (unsigned)params->worker_id);
+        _exit(WORKER_SERVE_EXIT_PROTOCOL);
+    }
     s.limits = (EtfPyLimits){.max_depth = params->max_depth,
                              .max_bytes = params->max_message_bytes};
     if (ei_x_new(&s.reply) < 0 || ei_x_new(&s.chunk) < 0) {
@@ -373,7 +378,7 @@ _Noreturn void worker_serve_run(const WorkerServeParams *params)
 
     for (;;) {
         WorkerFrame f;
-        int r = worker_conn_read(&s.conn, &f);
+        r = worker_conn_read(&s.conn, &f);
         if (r == -EINTR) {
             drop_signal_exception();
             continue;
