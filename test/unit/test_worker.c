@@ -567,8 +567,7 @@ Test(worker, keyword_and_mixed_args)
     int index;
 
     start_one(&z, &w, NULL);
-    /* int("ff", base=16) as {["ff"], #{base => 16}} through python.builtins is not allowed,
-     * so use os.path.join's sibling: operator.add with keywords fails, getenv takes them. */
+    /* os.getenv(key, default=None) takes both forms: {[Key], #{default => D}} and a map. */
     call_begin(&x, "python.os.getenv");
     ei_x_encode_tuple_header(&x, 2);
     ei_x_encode_list_header(&x, 1);
@@ -1244,7 +1243,7 @@ Test(worker, interrupt_while_waiting_for_daemon)
     long next = 0;
 
     start_one(&z, &w, NULL);
-    /* A session request that the daemon never answers: SIGINT ends the call. */
+    /* A session request that the daemon never responds to: SIGINT ends the call. */
     call_begin(&x, "python.worker_fixtures.session_get");
     ei_x_encode_list_header(&x, 1);
     ei_x_encode_binary(&x, "x", 1);
