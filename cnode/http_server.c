@@ -246,7 +246,7 @@ static void mhd_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /*
  * Shut down connections whose headers are overdue. shutdown(2) leaves the descriptor to MHD,
- * which sees end-of-file on its next read and closes the connection itself.
+ * which reads end-of-file next and closes the connection itself.
  */
 static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -610,7 +610,7 @@ static int start_daemon(HttpServer *server, int listen_fd, bool ipv6)
 
     server->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, access_cb, server,
-        /* MHD wants the logger first, so that it sees messages about the other options. */
+        /* The logger comes first, so MHD's messages about the other options go through it too. */
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log_cb, server, MHD_OPTION_LISTEN_SOCKET, listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, server->config.connection_limit,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, server->config.per_ip_connection_limit,
@@ -663,10 +663,16 @@ int http_server_start(struct ev_loop *loop, const HttpServerConfig *config,
     HttpServer *server;
     int fd, r;
 
-    if (config_validate(config) < 0 || http_server_parse_listen(config->listen, &addr,
-                                                                &addr_len) < 0) {
-        return log_error_errno(EINVAL, "Invalid HTTP server config (listen \"%s\")",
+    if (http_server_parse_listen(config->listen, &addr, &addr_len) < 0) {
+        return log_error_errno(EINVAL,
+                               "Invalid HTTP listen address \"%s\": expected IPv4:PORT or "
+                               "[IPv6]:PORT with a numeric address",
                                config->listen ? config->listen : "");
+    }
+    if (config_validate(config) < 0) {
+        return log_error_errno(EINVAL, "Invalid HTTP server limits: connection limits and "
+                                       "timeouts must be positive, the memory limit 1024 bytes "
+                                       "or more");
     }
     server = calloc(1, sizeof(*server));
     if (!server || !(server->listen = strdup(config->listen))) {

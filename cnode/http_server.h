@@ -11,8 +11,8 @@
  *
  * Limits, all configurable: total connections, connections per client address, memory per
  * connection (a request line or header block that does not fit gets an error status from MHD),
- * an idle timeout, and a deadline for a request's headers, which drops clients that send a byte
- * at a time (MHD's own timeout restarts with every byte received).
+ * an idle timeout, and a deadline for a request's headers. The deadline drops clients that send
+ * a byte at a time, because MHD's own timeout restarts with every byte received.
  */
 #pragma once
 
@@ -46,8 +46,8 @@ typedef struct {
     unsigned per_ip_connection_limit;
     size_t connection_memory_limit; /* bytes per connection for the request line and headers */
     unsigned connection_timeout_s;  /* an idle connection is closed after this many seconds */
-    /* A request's headers must be complete within this many milliseconds of the connection
-     * opening or of the previous response on it; otherwise the connection is shut down. */
+    /* Milliseconds from the connection opening, or from the previous response on it, within
+     * which a request's headers must be complete. Past it the connection is shut down. */
     unsigned request_timeout_ms;
 } HttpServerConfig;
 

@@ -401,7 +401,7 @@ static bool utf8_is_valid(const char *s, size_t len)
     return true;
 }
 
-/* Copy `value` into `out` (4 * len + 1 bytes) with malformed UTF-8 replaced by U+FFFD. */
+/* Copy `value` into `out` (3 * len + 1 bytes) with each malformed byte replaced by U+FFFD. */
 static void utf8_sanitize(const char *value, size_t len, char *out)
 {
     const unsigned char *p = (const unsigned char *)value;

@@ -4,7 +4,7 @@
  * text exposition format 0.0.4.
  *
  * A family fixes its label names at registration; each distinct tuple of label values is a series.
- * A family holds at most `max_series` series: a lookup with new values past that limit, or with a
+ * A family has at most `max_series` series: a lookup with new values past that limit, or with a
  * value longer than METRICS_LABEL_VALUE_MAX bytes, returns the family's overflow series, whose
  * label values are all METRICS_OVERFLOW_VALUE, and counts the overflow. So label values taken
  * from requests can never grow the daemon's memory without bound.

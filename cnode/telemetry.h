@@ -10,9 +10,10 @@
  * and in the counter given at creation, snakepit_telemetry_dropped_total), so a slow sink costs
  * events, never unbounded memory.
  *
- * A sink returns 0 when it took the event, -EAGAIN to keep it and pause the subscriber until
- * telemetry_subscriber_resume() (a BEAM sink does that when its peer's send buffer is full and
- * resumes when the socket drains), or another negative errno to drop it (counted as failed).
+ * A sink returns 0 when it took the event, or another negative errno to drop it (counted as
+ * failed). It returns -EAGAIN to keep the event and pause the subscriber until
+ * telemetry_subscriber_resume(). A BEAM sink does that when its peer's send buffer is full, and
+ * resumes the subscriber when the socket drains.
  * The event passed to a sink is borrowed for the duration of the call.
  *
  * Metadata key "correlation_id" carries the id of the request an event belongs to.
@@ -91,7 +92,7 @@ typedef int (*TelemetrySinkFn)(const TelemetryEvent *event, void *userdata);
 
 /*
  * Create the event core. With a `loop`, queues drain from an ev_prepare watcher, which keeps
- * ev_run() from returning only while events wait for delivery; with NULL, the owner calls
+ * ev_run() from returning only while events wait for delivery. With NULL, the owner calls
  * telemetry_dispatch(). `dropped_counter`
  * (borrowed, may be NULL) is incremented for every dropped event. Returns 0 or -ENOMEM.
  */
@@ -101,7 +102,7 @@ void telemetry_free(Telemetry *telemetry);
 
 /*
  * Queue a copy of the event for each matching subscriber. The name, keys and strings are copied.
- * Returns 0 (also when nobody matched or a queue was full), -EINVAL for a malformed event (an
+ * Returns 0 (also when no subscriber matched or a queue was full), -EINVAL for a malformed event (an
  * empty or over-long name or key or atom, a non-numeric measurement, a duplicate key, more
  * than TELEMETRY_FIELDS_MAX fields), or -ENOMEM (counted as dropped).
  */

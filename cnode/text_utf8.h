@@ -9,8 +9,8 @@
 
 /*
  * Return the length (1 to 4) of the well-formed UTF-8 sequence at the start of `p`, which has
- * `len` bytes left, or 0 when it is malformed: a bad lead byte, a truncated or overlong sequence,
- * a surrogate, or a code point over U+10FFFF.
+ * `len` bytes left. Returns 0 when it is malformed. Malformed means a bad lead byte, a truncated
+ * or overlong sequence, a surrogate, or a code point over U+10FFFF.
  */
 static inline size_t text_utf8_sequence_length(const unsigned char *p, size_t len)
 {

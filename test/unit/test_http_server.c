@@ -152,7 +152,7 @@ static void send_all(int fd, const char *data, size_t len)
         ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
 
         if (n < 0) {
-            return; /* the server may close early; the response tells the rest */
+            return; /* the server may close early, and the response shows why */
         }
         data += n;
         len -= (size_t)n;
