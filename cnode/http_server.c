@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -695,7 +696,9 @@ int http_server_start(struct ev_loop *loop, const HttpServerConfig *config,
     server->port = bound_port(fd);
     r = start_daemon(server, fd, addr.ss_family == AF_INET6);
     if (r < 0) {
-        if (!server->daemon) {
+        /* NOTE: MHD does not document whether a failed start closes a socket it was given, so
+         * close it only if it is still open (nothing else runs on this thread meanwhile). */
+        if (!server->daemon && fcntl(fd, F_GETFD) >= 0) {
             close(fd);
         }
         goto free_server;

@@ -597,18 +597,39 @@ void metrics_histogram_observe(MetricsHistogram *histogram, double value)
     histogram->count++;
 }
 
+/* Write the decimal digits of `value` into `out`, which has room for 21 bytes and the NUL. */
+static void format_integer(char out[32], int64_t value)
+{
+    char digits[24];
+    uint64_t magnitude = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
+    size_t n = 0, o = 0;
+
+    do {
+        digits[n++] = (char)('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude > 0);
+    if (value < 0) {
+        out[o++] = '-';
+    }
+    while (n > 0) {
+        out[o++] = digits[--n];
+    }
+    out[o] = '\0';
+}
+
 void metrics_format_double(char out[32], double value)
 {
+    /* Counters and bucket counts are whole numbers: print them without the cost of printf. */
+    if (value == floor(value) && fabs(value) < 1e15) {
+        format_integer(out, (int64_t)value);
+        return;
+    }
     if (isnan(value)) {
         snprintf(out, 32, "NaN");
         return;
     }
     if (isinf(value)) {
         snprintf(out, 32, value > 0 ? "+Inf" : "-Inf");
-        return;
-    }
-    if (value == floor(value) && fabs(value) < 1e15) {
-        snprintf(out, 32, "%.0f", value);
         return;
     }
     for (int precision = 15; precision <= 17; precision++) {
@@ -624,6 +645,9 @@ static int append_escaped(TextBuffer *out, const char *s, bool quote)
 {
     int r = 0;
 
+    if (!strpbrk(s, quote ? "\\\n\"" : "\\\n")) {
+        return text_buffer_append_str(out, s);
+    }
     for (const char *p = s; *p && r == 0; p++) {
         if (*p == '\\') {
             r = text_buffer_append(out, "\\\\", 2);
@@ -649,7 +673,15 @@ static int append_labels(TextBuffer *out, const MetricsFamily *family,
     }
     r = text_buffer_append_char(out, '{');
     for (size_t i = 0; i < family->n_labels && r == 0; i++) {
-        r = text_buffer_printf(out, "%s%s=\"", i ? "," : "", family->label_names[i]);
+        if (i > 0) {
+            r = text_buffer_append_char(out, ',');
+        }
+        if (r == 0) {
+            r = text_buffer_append_str(out, family->label_names[i]);
+        }
+        if (r == 0) {
+            r = text_buffer_append(out, "=\"", 2);
+        }
         if (r == 0) {
             r = append_escaped(out, series->values[i], true);
         }
@@ -658,7 +690,13 @@ static int append_labels(TextBuffer *out, const MetricsFamily *family,
         }
     }
     if (r == 0 && le) {
-        r = text_buffer_printf(out, "%sle=\"%s\"", family->n_labels ? "," : "", le);
+        r = text_buffer_append_str(out, family->n_labels ? ",le=\"" : "le=\"");
+    }
+    if (r == 0 && le) {
+        r = text_buffer_append_str(out, le);
+    }
+    if (r == 0 && le) {
+        r = text_buffer_append_char(out, '"');
     }
     if (r == 0) {
         r = text_buffer_append_char(out, '}');
@@ -673,13 +711,22 @@ static int append_sample(TextBuffer *out, const MetricsFamily *family,
     char number[32];
     int r;
 
-    r = text_buffer_printf(out, "%s%s", family->name, suffix);
+    r = text_buffer_append_str(out, family->name);
+    if (r == 0) {
+        r = text_buffer_append_str(out, suffix);
+    }
     if (r == 0) {
         r = append_labels(out, family, series, le);
     }
     metrics_format_double(number, value);
     if (r == 0) {
-        r = text_buffer_printf(out, " %s\n", number);
+        r = text_buffer_append_char(out, ' ');
+    }
+    if (r == 0) {
+        r = text_buffer_append_str(out, number);
+    }
+    if (r == 0) {
+        r = text_buffer_append_char(out, '\n');
     }
     return r;
 }
