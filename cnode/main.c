@@ -156,6 +156,13 @@ static int pool_send(void *userdata, const erlang_pid *to, const char *message, 
     return dist_send(d->dist, to, message, len);
 }
 
+static void pool_make_ref(void *userdata, erlang_ref *out)
+{
+    Daemon *d = userdata;
+
+    dist_make_ref(d->dist, out);
+}
+
 static void pool_ready(void *userdata, WorkerPool *pool)
 {
     daemon_announce_ready(userdata);
@@ -178,6 +185,7 @@ static void pool_session_request(void *userdata, WorkerPool *pool, uint32_t work
 static const WorkerPoolHooks pool_hooks = {
     .reply = pool_reply,
     .send = pool_send,
+    .make_ref = pool_make_ref,
     .on_ready = pool_ready,
     .on_session_bound = pool_session_bound,
     .on_session_request = pool_session_request,

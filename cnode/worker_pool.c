@@ -273,9 +273,7 @@ static int stream_open(WorkerPool *pool, PoolJob *job)
     ei_x_buff x;
 
     job->stream_pid = job->caller->pid;
-    /* A reference of this node, unique for the daemon's life. */
-    memset(&job->stream_ref, 0, sizeof(job->stream_ref));
-    snprintf(job->stream_ref.node, sizeof(job->stream_ref.node), "%s", "snakepit@stream");
+    pool->hooks.make_ref(pool->userdata, &job->stream_ref);
     if (ei_x_new(&x) < 0) {
         return -ENOMEM;
     }
@@ -362,10 +360,6 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
         return;
     }
     if (job->stream) {
-        job->stream_ref.n[0] = (unsigned)job->id;
-        job->stream_ref.n[1] = (unsigned)(job->id >> 32);
-        job->stream_ref.len = 3;
-        job->stream_ref.creation = 1;
         stream_open(pool, job);
     }
     if (worker) {

@@ -25,6 +25,8 @@ typedef struct {
     void (*reply)(void *userdata, DistCaller *caller, const char *reply, size_t len);
     /* Send a message (no version byte, borrowed) to a pid; returns 0 or -ENOTCONN. */
     int (*send)(void *userdata, const erlang_pid *to, const char *message, size_t len);
+    /* Make a new reference of this node, for a stream's id. */
+    void (*make_ref)(void *userdata, erlang_ref *out);
     /* The pool's first worker is ready (called once per pool). */
     void (*on_ready)(void *userdata, WorkerPool *pool);
     /* A session call started on a worker the session was not bound to: record the binding. */
