@@ -52,6 +52,9 @@ typedef struct Daemon {
 /* Handle one `$gen_call` to the registered name; takes ownership of `caller`. */
 void request_handle(Daemon *daemon, DistCaller *caller, const char *request, size_t len);
 
+/* Release a caller that gets no reply (its node is gone) and account for the finished call. */
+void request_drop(Daemon *daemon, DistCaller *caller);
+
 /* Reply `{error, #{kind, message, retryable}}` and account for the finished call. */
 void request_reply_error(Daemon *daemon, DistCaller *caller, ErrorKind kind, const char *message);
 

@@ -149,6 +149,11 @@ static void pool_reply(void *userdata, DistCaller *caller, const char *reply, si
     request_reply(userdata, caller, reply, len);
 }
 
+static void pool_drop(void *userdata, DistCaller *caller)
+{
+    request_drop(userdata, caller);
+}
+
 static int pool_send(void *userdata, const erlang_pid *to, const char *message, size_t len)
 {
     Daemon *d = userdata;
@@ -184,6 +189,7 @@ static void pool_session_request(void *userdata, WorkerPool *pool, uint32_t work
 
 static const WorkerPoolHooks pool_hooks = {
     .reply = pool_reply,
+    .drop = pool_drop,
     .send = pool_send,
     .make_ref = pool_make_ref,
     .on_ready = pool_ready,

@@ -20,6 +20,15 @@ void request_reply(Daemon *d, DistCaller *caller, const char *reply, size_t len)
     }
 }
 
+void request_drop(Daemon *d, DistCaller *caller)
+{
+    dist_caller_free(caller);
+    d->calls_in_flight--;
+    if (d->shutting_down && d->calls_in_flight == 0) {
+        ev_break(d->loop, EVBREAK_ALL);
+    }
+}
+
 static void reply_buffer(Daemon *d, DistCaller *caller, ei_x_buff *x)
 {
     request_reply(d, caller, x->buff, (size_t)x->index);
@@ -32,8 +41,7 @@ void request_reply_error(Daemon *d, DistCaller *caller, ErrorKind kind, const ch
 
     if (ei_x_new(&x) < 0) {
         log_error("Out of memory replying to node %s", caller->node);
-        d->calls_in_flight--;
-        dist_caller_free(caller);
+        request_drop(d, caller);
         return;
     }
     error_encode(&x, kind, 0, "%s", message);

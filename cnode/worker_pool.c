@@ -123,7 +123,7 @@ static void queue_push(WorkerPool *pool, PoolJob *job)
 static void job_free(PoolJob *job)
 {
     if (job->caller) {
-        dist_caller_free(job->caller);
+        job->pool->hooks.drop(job->pool->userdata, job->caller);
     }
     ev_timer_stop(job->pool->loop, &job->timer);
     free(job->payload);
@@ -803,7 +803,7 @@ void worker_pool_cancel_node(WorkerPool *pool, const char *node)
                                               : "";
         if (job && strcmp(from, node) == 0) {
             if (job->caller) {
-                dist_caller_free(job->caller);
+                pool->hooks.drop(pool->userdata, job->caller);
                 job->caller = NULL;
             }
             job->stream_pid.node[0] = '\0';

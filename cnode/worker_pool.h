@@ -23,6 +23,8 @@ typedef struct WorkerPool WorkerPool;
 typedef struct {
     /* Deliver the reply to a call (`reply` encoded without version byte, borrowed). */
     void (*reply)(void *userdata, DistCaller *caller, const char *reply, size_t len);
+    /* Release a caller that will get no reply because its node went away. */
+    void (*drop)(void *userdata, DistCaller *caller);
     /* Send a message (no version byte, borrowed) to a pid; returns 0 or -ENOTCONN. */
     int (*send)(void *userdata, const erlang_pid *to, const char *message, size_t len);
     /* Make a new reference of this node, for a stream's id. */
