@@ -122,8 +122,7 @@ static int parse_port(const char *text, uint16_t *out)
     return 0;
 }
 
-int http_server_parse_listen(const char *listen, struct sockaddr_storage *addr,
-                             socklen_t *addr_len)
+int http_server_parse_listen(const char *listen, struct sockaddr_storage *addr, socklen_t *addr_len)
 {
     struct sockaddr_storage storage = {0};
     char host[INET6_ADDRSTRLEN];
@@ -379,8 +378,8 @@ static HttpRoute route_for(const char *url)
         const char *path;
         HttpRoute route;
     } routes[] = {
-        {"/metrics", ROUTE_METRICS},     {"/health", ROUTE_HEALTH},
-        {"/health/live", ROUTE_LIVE},    {"/health/ready", ROUTE_READY},
+        {"/metrics", ROUTE_METRICS},        {"/health", ROUTE_HEALTH},
+        {"/health/live", ROUTE_LIVE},       {"/health/ready", ROUTE_READY},
         {"/health/startup", ROUTE_STARTUP},
     };
 
@@ -493,8 +492,7 @@ static enum MHD_Result serve_probe(HttpServer *server, struct MHD_Connection *co
                                    HttpRoute route)
 {
     char reason[HTTP_SERVER_REASON_MAX + 2];
-    bool ok = run_probe(probe_for(server, route), server->health.userdata, reason,
-                        sizeof(reason));
+    bool ok = run_probe(probe_for(server, route), server->health.userdata, reason, sizeof(reason));
 
     return queue_text(connection, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, reason, NULL);
 }
@@ -617,8 +615,8 @@ static int start_daemon(HttpServer *server, int listen_fd, bool ipv6)
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, server->config.per_ip_connection_limit,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, server->config.connection_memory_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, server->config.connection_timeout_s,
-        MHD_OPTION_NOTIFY_CONNECTION, notify_connection_cb, server,
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed_cb, server, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, notify_connection_cb, server, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed_cb, server, MHD_OPTION_END);
     if (!server->daemon) {
         return log_error_errno(EIO, "Failed to start the HTTP server on %s", server->listen);
     }
@@ -656,8 +654,7 @@ static void init_timers(HttpServer *server)
 }
 
 int http_server_start(struct ev_loop *loop, const HttpServerConfig *config,
-                      MetricsRegistry *registry, const HttpServerHealth *health,
-                      HttpServer **out)
+                      MetricsRegistry *registry, const HttpServerHealth *health, HttpServer **out)
 {
     struct sockaddr_storage addr;
     socklen_t addr_len;

@@ -89,8 +89,7 @@ int http_server_parse_listen(const char *listen, struct sockaddr_storage *addr,
  * bad config, -ENOMEM, or -EIO when libmicrohttpd fails to start.
  */
 int http_server_start(struct ev_loop *loop, const HttpServerConfig *config,
-                      MetricsRegistry *registry, const HttpServerHealth *health,
-                      HttpServer **out);
+                      MetricsRegistry *registry, const HttpServerHealth *health, HttpServer **out);
 
 /* Close every connection and the listening socket, and free the server. Accepts NULL. */
 void http_server_free(HttpServer *server);

@@ -191,8 +191,8 @@ static MetricsSeries *series_new(const MetricsFamily *family, const char *const 
                                  uint64_t hash)
 {
     size_t n_counts = family->type == METRICS_HISTOGRAM ? family->n_bounds + 1 : 0;
-    size_t size = sizeof(MetricsSeries) + n_counts * sizeof(uint64_t) +
-                  family->n_labels * sizeof(char *);
+    size_t size =
+        sizeof(MetricsSeries) + n_counts * sizeof(uint64_t) + family->n_labels * sizeof(char *);
     MetricsSeries *series;
     char *strings;
 
@@ -339,8 +339,7 @@ int metrics_registry_add_collector(MetricsRegistry *registry, MetricsCollectFn c
 
 int metrics_registry_set_overflow_family(MetricsRegistry *registry, MetricsFamily *family)
 {
-    if (family->registry != registry || family->type != METRICS_COUNTER ||
-        family->n_labels != 1) {
+    if (family->registry != registry || family->type != METRICS_COUNTER || family->n_labels != 1) {
         return -EINVAL;
     }
     registry->overflow_family = family;
@@ -464,8 +463,7 @@ static int family_grow_hash(MetricsFamily *family)
     return 0;
 }
 
-static MetricsSeries *family_insert(MetricsFamily *family, const char *const *values,
-                                    uint64_t hash)
+static MetricsSeries *family_insert(MetricsFamily *family, const char *const *values, uint64_t hash)
 {
     MetricsSeries *series;
 
@@ -547,8 +545,8 @@ done:
     return series;
 }
 
-static MetricsSeries *series_get(MetricsFamily *family, MetricsType type,
-                                 const char *const *values, size_t n_values)
+static MetricsSeries *series_get(MetricsFamily *family, MetricsType type, const char *const *values,
+                                 size_t n_values)
 {
     if (!family || family->type != type || n_values != family->n_labels) {
         return NULL;
@@ -663,8 +661,8 @@ static int append_escaped(TextBuffer *out, const char *s, bool quote)
 }
 
 /* Write `{a="x",b="y"` plus an optional `le`, then `}`; nothing when there are no labels. */
-static int append_labels(TextBuffer *out, const MetricsFamily *family,
-                         const MetricsSeries *series, const char *le)
+static int append_labels(TextBuffer *out, const MetricsFamily *family, const MetricsSeries *series,
+                         const char *le)
 {
     int r = 0;
 
@@ -704,9 +702,8 @@ static int append_labels(TextBuffer *out, const MetricsFamily *family,
     return r;
 }
 
-static int append_sample(TextBuffer *out, const MetricsFamily *family,
-                         const MetricsSeries *series, const char *suffix, const char *le,
-                         double value)
+static int append_sample(TextBuffer *out, const MetricsFamily *family, const MetricsSeries *series,
+                         const char *suffix, const char *le, double value)
 {
     char number[32];
     int r;
@@ -757,8 +754,7 @@ static int render_histogram(TextBuffer *out, const MetricsFamily *family,
     return r;
 }
 
-static int render_series(TextBuffer *out, const MetricsFamily *family,
-                         const MetricsSeries *series)
+static int render_series(TextBuffer *out, const MetricsFamily *family, const MetricsSeries *series)
 {
     switch (family->type) {
     case METRICS_COUNTER:

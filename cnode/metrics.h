@@ -57,8 +57,8 @@ typedef struct {
 
 typedef struct {
     MetricsType type;
-    const char *name; /* [a-zA-Z_:][a-zA-Z0-9_:]*; counters should end in _total */
-    const char *help; /* one line; copied */
+    const char *name;               /* [a-zA-Z_:][a-zA-Z0-9_:]*; counters should end in _total */
+    const char *help;               /* one line; copied */
     const char *const *label_names; /* n_labels names, [a-zA-Z_][a-zA-Z0-9_]*, no "__" prefix */
     size_t n_labels;
     size_t max_series;     /* 0 means METRICS_SERIES_MAX_DEFAULT */
@@ -112,8 +112,8 @@ MetricsHistogram *metrics_histogram_get(MetricsFamily *family, const char *const
                                         size_t n_values);
 
 /* Expand to the `values, n_values` arguments of the getters: METRICS_LABELS("default", "ok"). */
-#define METRICS_LABELS(...)                                                                    \
-    (const char *const[]){__VA_ARGS__},                                                        \
+#define METRICS_LABELS(...)                                                                        \
+    (const char *const[]){__VA_ARGS__},                                                            \
         (sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *))
 
 const char *metrics_family_name(const MetricsFamily *family);

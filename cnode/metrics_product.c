@@ -49,17 +49,17 @@ static const ProductFamily product_families[] = {
       "Time a request waited in its pool's queue for a worker, in seconds.", labels_pool, 1, 0,
       queue_buckets, ARRAY_LEN(queue_buckets)}},
     {offsetof(MetricsProduct, workers),
-     {METRICS_GAUGE, "snakepit_workers", "Workers by pool and state.", labels_workers, 2, 0,
-      NULL, 0}},
+     {METRICS_GAUGE, "snakepit_workers", "Workers by pool and state.", labels_workers, 2, 0, NULL,
+      0}},
     {offsetof(MetricsProduct, worker_restarts_total),
-     {METRICS_COUNTER, "snakepit_worker_restarts_total",
-      "Workers replaced, by pool and reason.", labels_restarts, 2, 0, NULL, 0}},
+     {METRICS_COUNTER, "snakepit_worker_restarts_total", "Workers replaced, by pool and reason.",
+      labels_restarts, 2, 0, NULL, 0}},
     {offsetof(MetricsProduct, queue_depth),
-     {METRICS_GAUGE, "snakepit_queue_depth", "Requests waiting for a worker, by pool.",
-      labels_pool, 1, 0, NULL, 0}},
+     {METRICS_GAUGE, "snakepit_queue_depth", "Requests waiting for a worker, by pool.", labels_pool,
+      1, 0, NULL, 0}},
     {offsetof(MetricsProduct, sessions),
-     {METRICS_GAUGE, "snakepit_sessions", "Sessions held by the session store.", labels_store, 1,
-      0, NULL, 0}},
+     {METRICS_GAUGE, "snakepit_sessions", "Sessions held by the session store.", labels_store, 1, 0,
+      NULL, 0}},
     {offsetof(MetricsProduct, store_up),
      {METRICS_GAUGE, "snakepit_store_up", "1 when the session store is reachable, else 0.",
       labels_store, 1, 0, NULL, 0}},
@@ -67,17 +67,22 @@ static const ProductFamily product_families[] = {
      {METRICS_COUNTER, "snakepit_heartbeat_missed_total",
       "Worker heartbeats not answered in time, by pool.", labels_pool, 1, 0, NULL, 0}},
     {offsetof(MetricsProduct, info),
-     {METRICS_GAUGE, "snakepit_info", "Build information; the value is always 1.",
-      labels_version, 1, 0, NULL, 0}},
+     {METRICS_GAUGE, "snakepit_info", "Build information; the value is always 1.", labels_version,
+      1, 0, NULL, 0}},
 };
 
 static int register_unlabeled(MetricsRegistry *registry, MetricsProduct *product)
 {
-    MetricsFamilyOptions peers = {METRICS_GAUGE, "snakepit_peers",
-                                  "Erlang nodes connected to this C node.", NULL, 0, 0, NULL, 0};
+    MetricsFamilyOptions peers = {
+        .type = METRICS_GAUGE,
+        .name = "snakepit_peers",
+        .help = "Erlang nodes connected to this C node.",
+    };
     MetricsFamilyOptions dropped = {
-        METRICS_COUNTER, "snakepit_telemetry_dropped_total",
-        "Telemetry events dropped because a subscriber's queue was full.", NULL, 0, 0, NULL, 0};
+        .type = METRICS_COUNTER,
+        .name = "snakepit_telemetry_dropped_total",
+        .help = "Telemetry events dropped because a subscriber's queue was full.",
+    };
     MetricsFamily *family;
     int r;
 

@@ -30,7 +30,7 @@
 #include "metrics.h"
 
 #define TELEMETRY_NAME_PARTS_MAX 6
-#define TELEMETRY_FIELDS_MAX 16 /* measurements, and separately metadata, per event */
+#define TELEMETRY_FIELDS_MAX 16      /* measurements, and separately metadata, per event */
 #define TELEMETRY_ATOM_CHARS_MAX 255 /* Erlang's atom length limit, in characters */
 /* Metadata strings longer than this many bytes are cut at a UTF-8 character boundary. */
 #define TELEMETRY_STRING_MAX 4096
@@ -47,10 +47,10 @@ typedef struct {
     const char *parts[TELEMETRY_NAME_PARTS_MAX];
 } TelemetryName;
 
-#define TELEMETRY_NAME(...)                                                                    \
-    ((TelemetryName){                                                                          \
-        .n_parts = sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),               \
-        .parts = {__VA_ARGS__},                                                                \
+#define TELEMETRY_NAME(...)                                                                        \
+    ((TelemetryName){                                                                              \
+        .n_parts = sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),                   \
+        .parts = {__VA_ARGS__},                                                                    \
     })
 
 typedef enum {
@@ -73,11 +73,26 @@ typedef struct {
     } v;
 } TelemetryField;
 
-#define TELEMETRY_INT(k, x) {.key = (k), .type = TELEMETRY_VALUE_INT, .v.i = (x)}
-#define TELEMETRY_DOUBLE(k, x) {.key = (k), .type = TELEMETRY_VALUE_DOUBLE, .v.d = (x)}
-#define TELEMETRY_STRING(k, x) {.key = (k), .type = TELEMETRY_VALUE_STRING, .v.s = (x)}
-#define TELEMETRY_ATOM(k, x) {.key = (k), .type = TELEMETRY_VALUE_ATOM, .v.s = (x)}
-#define TELEMETRY_BOOL(k, x) {.key = (k), .type = TELEMETRY_VALUE_BOOL, .v.b = (x)}
+#define TELEMETRY_INT(k, x)                                                                        \
+    {                                                                                              \
+        .key = (k), .type = TELEMETRY_VALUE_INT, .v.i = (x)                                        \
+    }
+#define TELEMETRY_DOUBLE(k, x)                                                                     \
+    {                                                                                              \
+        .key = (k), .type = TELEMETRY_VALUE_DOUBLE, .v.d = (x)                                     \
+    }
+#define TELEMETRY_STRING(k, x)                                                                     \
+    {                                                                                              \
+        .key = (k), .type = TELEMETRY_VALUE_STRING, .v.s = (x)                                     \
+    }
+#define TELEMETRY_ATOM(k, x)                                                                       \
+    {                                                                                              \
+        .key = (k), .type = TELEMETRY_VALUE_ATOM, .v.s = (x)                                       \
+    }
+#define TELEMETRY_BOOL(k, x)                                                                       \
+    {                                                                                              \
+        .key = (k), .type = TELEMETRY_VALUE_BOOL, .v.b = (x)                                       \
+    }
 
 typedef struct {
     TelemetryName name;
@@ -102,9 +117,9 @@ void telemetry_free(Telemetry *telemetry);
 
 /*
  * Queue a copy of the event for each matching subscriber. The name, keys and strings are copied.
- * Returns 0 (also when no subscriber matched or a queue was full), -EINVAL for a malformed event (an
- * empty or over-long name or key or atom, a non-numeric measurement, a duplicate key, more
- * than TELEMETRY_FIELDS_MAX fields), or -ENOMEM (counted as dropped).
+ * Returns 0 (also when no subscriber matched or a queue was full), -EINVAL for a malformed
+ * event (an empty or over-long name or key or atom, a non-numeric measurement, a duplicate key,
+ * more than TELEMETRY_FIELDS_MAX fields), or -ENOMEM (counted as dropped).
  */
 int telemetry_emit(Telemetry *telemetry, const TelemetryName *name,
                    const TelemetryField *measurements, size_t n_measurements,

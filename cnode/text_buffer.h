@@ -15,7 +15,10 @@ typedef struct {
     size_t cap; /* bytes allocated */
 } TextBuffer;
 
-#define TEXT_BUFFER_INIT {.data = NULL, .len = 0, .cap = 0}
+#define TEXT_BUFFER_INIT                                                                           \
+    {                                                                                              \
+        .data = NULL, .len = 0, .cap = 0                                                           \
+    }
 
 /* Release the storage; the buffer is empty and reusable afterwards. Accepts a zeroed buffer. */
 void text_buffer_free(TextBuffer *buf);

@@ -34,10 +34,10 @@ static void fill(const MetricsProduct *m, char names[COMMANDS][48])
         snprintf(pool, sizeof(pool), "pool%d", p);
         for (int c = 0; c < COMMANDS; c++) {
             for (int s = 0; s < 3; s++) {
-                metrics_counter_add(metrics_counter_get(m->requests_total,
-                                                        METRICS_LABELS(pool, names[c],
-                                                                       statuses[s])),
-                                    c + s);
+                metrics_counter_add(
+                    metrics_counter_get(m->requests_total,
+                                        METRICS_LABELS(pool, names[c], statuses[s])),
+                    c + s);
             }
         }
         for (int i = 0; i < 1000; i++) {
@@ -93,8 +93,7 @@ int main(void)
         metrics_counter_inc((MetricsCounter *)sink);
     }
     elapsed = now_s() - start;
-    printf("counter increment with a label lookup (3 labels): %.1f ns\n",
-           elapsed / LOOKUPS * 1e9);
+    printf("counter increment with a label lookup (3 labels): %.1f ns\n", elapsed / LOOKUPS * 1e9);
 
     text_buffer_free(&page);
     metrics_registry_free(registry);

@@ -26,10 +26,9 @@ static void fill_pool(const MetricsProduct *m, const char *pool)
 {
     for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++) {
         for (size_t s = 0; s < sizeof(statuses) / sizeof(statuses[0]); s++) {
-            metrics_counter_add(
-                metrics_counter_get(m->requests_total, METRICS_LABELS(pool, commands[c],
-                                                                      statuses[s])),
-                (double)(c * 10 + s + 1));
+            metrics_counter_add(metrics_counter_get(m->requests_total,
+                                                    METRICS_LABELS(pool, commands[c], statuses[s])),
+                                (double)(c * 10 + s + 1));
         }
     }
     for (int i = 0; i < 100; i++) {

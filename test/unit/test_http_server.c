@@ -317,8 +317,7 @@ Test(http_server, health_json_summary)
     port = http_server_port(f.server);
     response = request(port, "GET", "/health");
     cr_assert_eq(status_of(response), 503);
-    cr_assert(has_prefix(header_of(response, "Content-Type"), "application/json"), "%s",
-              response);
+    cr_assert(has_prefix(header_of(response, "Content-Type"), "application/json"), "%s", response);
     cr_assert_str_eq(body_of(response),
                      "{\"checks\":{\"live\":{\"ok\":true,\"reason\":\"ok\"},"
                      "\"ready\":{\"ok\":false,\"reason\":\"pool \\\"default\\\" has no ready "
@@ -380,7 +379,7 @@ Test(http_server, other_methods_get_405)
 
 Test(http_server, unknown_path_gets_404)
 {
-    static const char *const paths[] = {"/", "/metrics/", "/health/", "/health/other",
+    static const char *const paths[] = {"/",         "/metrics/", "/health/", "/health/other",
                                         "/metricsx", "/HEALTH"};
     Fixture f;
     char *response;
@@ -712,8 +711,7 @@ Test(http_server, bind_failure_reported, .init = cr_redirect_stderr)
     fixture_stop(&f);
 
     fflush(stderr);
-    snprintf(expected, sizeof(expected), "Failed to listen on %s: Address already in use",
-             listen);
+    snprintf(expected, sizeof(expected), "Failed to listen on %s: Address already in use", listen);
     err = cr_get_redirected_stderr();
     while (fgets(line, sizeof(line), err)) {
         found = found || strstr(line, expected);
@@ -766,10 +764,10 @@ Test(http_server, parse_listen)
 {
     static const char *const valid[] = {"127.0.0.1:9568", "0.0.0.0:0", "[::1]:9568", "[::]:80",
                                         "10.1.2.3:65535"};
-    static const char *const invalid[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:65536",
+    static const char *const invalid[] = {"127.0.0.1",    "127.0.0.1:",     "127.0.0.1:65536",
                                           "127.0.0.1:-1", "localhost:9568", "::1:9568",
-                                          "[::1]9568", "[127.0.0.1]:80", ":9568", "1.2.3.4:9x",
-                                          "[::1]:", ""};
+                                          "[::1]9568",    "[127.0.0.1]:80", ":9568",
+                                          "1.2.3.4:9x",   "[::1]:",         ""};
     struct sockaddr_storage addr;
     socklen_t len = 0;
 
@@ -781,8 +779,7 @@ Test(http_server, parse_listen)
     cr_assert_eq(ntohs(((struct sockaddr_in6 *)&addr)->sin6_port), 9568);
     for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
         len = 7;
-        cr_assert_eq(http_server_parse_listen(invalid[i], &addr, &len), -EINVAL, "%s",
-                     invalid[i]);
+        cr_assert_eq(http_server_parse_listen(invalid[i], &addr, &len), -EINVAL, "%s", invalid[i]);
         cr_assert_eq(len, 7, "output untouched on failure");
     }
 }

@@ -14,8 +14,7 @@
 static const char *const pool_command[] = {"pool", "command"};
 
 static MetricsFamily *register_family(MetricsRegistry *reg, MetricsType type, const char *name,
-                                      const char *const *labels, size_t n_labels,
-                                      size_t max_series)
+                                      const char *const *labels, size_t n_labels, size_t max_series)
 {
     MetricsFamilyOptions options = {
         .type = type,
@@ -43,8 +42,8 @@ static char *render(MetricsRegistry *reg)
 Test(metrics, render_counter_and_gauge)
 {
     MetricsRegistry *reg = metrics_registry_new();
-    MetricsFamily *requests = register_family(reg, METRICS_COUNTER, "t_requests_total",
-                                              pool_command, 2, 0);
+    MetricsFamily *requests =
+        register_family(reg, METRICS_COUNTER, "t_requests_total", pool_command, 2, 0);
     MetricsFamily *peers = register_family(reg, METRICS_GAUGE, "t_peers", NULL, 0, 0);
     char *text;
 
@@ -184,8 +183,8 @@ Test(metrics, overflow_at_limit_plus_one)
 {
     MetricsRegistry *reg = metrics_registry_new();
     static const char *const family_label[] = {"family"};
-    MetricsFamily *overflow = register_family(reg, METRICS_COUNTER, "t_overflow_total",
-                                              family_label, 1, 0);
+    MetricsFamily *overflow =
+        register_family(reg, METRICS_COUNTER, "t_overflow_total", family_label, 1, 0);
     MetricsFamily *f = register_family(reg, METRICS_COUNTER, "t_limited_total", pool_command, 2, 3);
     MetricsCounter *first[3];
     MetricsCounter *extra, *extra2;
@@ -325,10 +324,18 @@ Test(metrics, format_double)
         double value;
         const char *text;
     } cases[] = {
-        {0, "0"},          {42, "42"},           {-3, "-3"},
-        {0.1, "0.1"},      {0.0025, "0.0025"},   {1e-7, "1e-07"},
-        {1e300, "1e+300"}, {INFINITY, "+Inf"},   {-INFINITY, "-Inf"},
-        {NAN, "NaN"},      {123456.789, "123456.789"}, {0.1 + 0.2, "0.30000000000000004"},
+        {0, "0"},
+        {42, "42"},
+        {-3, "-3"},
+        {0.1, "0.1"},
+        {0.0025, "0.0025"},
+        {1e-7, "1e-07"},
+        {1e300, "1e+300"},
+        {INFINITY, "+Inf"},
+        {-INFINITY, "-Inf"},
+        {NAN, "NaN"},
+        {123456.789, "123456.789"},
+        {0.1 + 0.2, "0.30000000000000004"},
     };
     char out[32];
 
@@ -372,13 +379,20 @@ Test(metrics, process_metrics_plausible)
 Test(metrics, product_families_registered)
 {
     static const char *const names[] = {
-        "snakepit_requests_total",        "snakepit_request_duration_seconds",
-        "snakepit_queue_wait_seconds",    "snakepit_workers",
-        "snakepit_worker_restarts_total", "snakepit_queue_depth",
-        "snakepit_sessions",              "snakepit_peers",
-        "snakepit_telemetry_dropped_total", "snakepit_store_up",
-        "snakepit_heartbeat_missed_total", "snakepit_info",
-        "snakepit_metrics_series_overflow_total", "process_cpu_seconds_total",
+        "snakepit_requests_total",
+        "snakepit_request_duration_seconds",
+        "snakepit_queue_wait_seconds",
+        "snakepit_workers",
+        "snakepit_worker_restarts_total",
+        "snakepit_queue_depth",
+        "snakepit_sessions",
+        "snakepit_peers",
+        "snakepit_telemetry_dropped_total",
+        "snakepit_store_up",
+        "snakepit_heartbeat_missed_total",
+        "snakepit_info",
+        "snakepit_metrics_series_overflow_total",
+        "process_cpu_seconds_total",
     };
     MetricsRegistry *reg = metrics_registry_new();
     MetricsProduct m;

@@ -103,8 +103,8 @@ Test(telemetry, name_has_prefix)
 Test(telemetry, queue_drops_at_limit_plus_one)
 {
     MetricsRegistry *reg = metrics_registry_new();
-    MetricsFamilyOptions options = {.type = METRICS_COUNTER, .name = "t_dropped_total",
-                                    .help = "h"};
+    MetricsFamilyOptions options = {
+        .type = METRICS_COUNTER, .name = "t_dropped_total", .help = "h"};
     Recorder slow = {0}, fast = {0};
     TelemetrySubscriber *slow_sub, *fast_sub;
     MetricsCounter *dropped;
@@ -266,15 +266,15 @@ Test(telemetry, subscribe_limits)
         prefixes[i] = TELEMETRY_NAME("snakepit");
     }
     cr_assert_eq(telemetry_new(NULL, NULL, &t), 0);
-    cr_assert_eq(telemetry_subscribe(t, prefixes, TELEMETRY_PREFIXES_MAX + 1, 0, record_sink,
-                                     &rec, &sub),
-                 -EINVAL);
+    cr_assert_eq(
+        telemetry_subscribe(t, prefixes, TELEMETRY_PREFIXES_MAX + 1, 0, record_sink, &rec, &sub),
+        -EINVAL);
     cr_assert_eq(telemetry_subscribe(t, &bad, 1, 0, record_sink, &rec, &sub), -EINVAL);
     cr_assert_null(sub);
     for (size_t i = 0; i < TELEMETRY_SUBSCRIBERS_MAX; i++) {
-        cr_assert_eq(telemetry_subscribe(t, prefixes, TELEMETRY_PREFIXES_MAX, 1, record_sink,
-                                         &rec, &sub),
-                     0);
+        cr_assert_eq(
+            telemetry_subscribe(t, prefixes, TELEMETRY_PREFIXES_MAX, 1, record_sink, &rec, &sub),
+            0);
     }
     cr_assert_eq(telemetry_subscribe(t, NULL, 0, 1, record_sink, &rec, &sub), -EMFILE);
     cr_assert_eq(telemetry_subscriber_count(t), TELEMETRY_SUBSCRIBERS_MAX);
