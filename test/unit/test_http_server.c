@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -799,4 +800,61 @@ Test(http_server, invalid_config_rejected)
     cr_assert_eq(http_server_start(loop, &config, NULL, NULL, &server), -EINVAL);
     cr_assert_null(server);
     ev_loop_destroy(loop);
+}
+
+/* Fill `fds` (up to `max`) with the open descriptors of this process; returns how many. */
+static size_t list_fds(int *fds, size_t max)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    struct dirent *entry;
+    size_t n = 0;
+
+    cr_assert_not_null(dir);
+    while ((entry = readdir(dir)) && n < max) {
+        if (entry->d_name[0] != '.' && atoi(entry->d_name) != dirfd(dir)) {
+            fds[n++] = atoi(entry->d_name);
+        }
+    }
+    closedir(dir);
+    return n;
+}
+
+static bool fd_in(int fd, const int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (fds[i] == fd) {
+            return true;
+        }
+    }
+    return false;
+}
+
+Test(http_server, descriptors_close_on_exec)
+{
+    int before[256], during[256];
+    size_t n_before, n_during, checked = 0;
+    Fixture f;
+    int client;
+
+    n_before = list_fds(before, 256);
+    fixture_start_default(&f);
+    client = connect_from(NULL, http_server_port(f.server));
+    usleep(200 * 1000); /* let the server accept the connection */
+    n_during = list_fds(during, 256);
+    for (size_t i = 0; i < n_during; i++) {
+        int flags;
+
+        if (fd_in(during[i], before, n_before) || during[i] == client) {
+            continue;
+        }
+        /* The new descriptors include libev's (its epoll and eventfd), which must pass too. */
+        flags = fcntl(during[i], F_GETFD);
+        cr_assert_geq(flags, 0);
+        checked++;
+        cr_assert(flags & FD_CLOEXEC, "fd %d is inherited by exec'd children", during[i]);
+    }
+    /* The listening socket, the MHD epoll descriptor and the accepted connection at least. */
+    cr_assert_geq(checked, 3, "only %zu new descriptors", checked);
+    close(client);
+    fixture_stop(&f);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "telemetry.h"
 
@@ -447,4 +448,84 @@ Test(telemetry, encode_rejects_malformed_event)
     cr_assert_eq(ei_x_new_with_version(&x), 0);
     cr_assert_eq(telemetry_event_encode(&x, &event), -EINVAL);
     ei_x_free(&x);
+}
+
+typedef struct {
+    Telemetry *telemetry;
+    size_t count;
+} EchoSink;
+
+/* A sink that emits a matching event for every event it receives. */
+static int echo_sink(const TelemetryEvent *event, void *userdata)
+{
+    EchoSink *sink = userdata;
+
+    sink->count++;
+    emit_simple(sink->telemetry, TELEMETRY_NAME("snakepit", "echo"), (int64_t)sink->count);
+    return 0;
+}
+
+Test(telemetry, sink_emitting_events_terminates)
+{
+    TelemetrySubscriber *sub;
+    EchoSink sink = {0};
+    Telemetry *t;
+
+    cr_assert_eq(telemetry_new(NULL, NULL, &t), 0);
+    sink.telemetry = t;
+    cr_assert_eq(telemetry_subscribe(t, NULL, 0, 0, echo_sink, &sink, &sub), 0);
+    emit_simple(t, TELEMETRY_NAME("snakepit", "first"), 0);
+    telemetry_dispatch(t);
+    cr_assert_eq(sink.count, 1, "events emitted by a sink wait for the next dispatch");
+    cr_assert_eq(telemetry_subscriber_queued(sub), 1);
+    telemetry_dispatch(t);
+    cr_assert_eq(sink.count, 2);
+    telemetry_free(t);
+}
+
+/* Decode the encoder's output with a real Erlang VM: binary_to_term must accept it. */
+Test(telemetry, erlang_decodes_encoding)
+{
+    TelemetryName name = TELEMETRY_NAME("snakepit", "worker", "crashed");
+    TelemetryField measurements[] = {TELEMETRY_INT("uptime_us", 1500000),
+                                     TELEMETRY_DOUBLE("load", INFINITY)};
+    TelemetryField metadata[] = {
+        TELEMETRY_STRING("pool", "default"), TELEMETRY_INT("signal", 9),
+        TELEMETRY_ATOM("reason", "killed"),  TELEMETRY_STRING("correlation_id", "c-1"),
+        TELEMETRY_ATOM("node", "ноль@host"), TELEMETRY_BOOL("session_bound", false),
+    };
+    TelemetryEvent event = {name, measurements, 2, metadata, 6};
+    char path[] = "/tmp/test_telemetry_XXXXXX";
+    char command[512], output[1024] = {0};
+    size_t n;
+    ei_x_buff x;
+    FILE *out;
+    int fd;
+
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(telemetry_event_encode(&x, &event), 0);
+    fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, x.buff, (size_t)x.index), x.index);
+    close(fd);
+    ei_x_free(&x);
+
+    snprintf(command, sizeof(command),
+             "erl -noshell -eval '{ok, B} = file:read_file(\"%s\"), "
+             "{snakepit_telemetry, E, M, D} = binary_to_term(B), "
+             "Node = list_to_atom([1085, 1086, 1083, 1100] ++ \"@host\"), "
+             "Node = maps:get(node, D), "
+             "io:format(\"~p ~p ~p ~p ~p ~p ~p ~p ~p~n\", [E, maps:get(uptime_us, M), "
+             "maps:get(load, M), maps:get(pool, D), maps:get(signal, D), maps:get(reason, D), "
+             "maps:get(correlation_id, D), maps:get(session_bound, D), "
+             "map_size(D)]), halt().' 2>&1",
+             path);
+    out = popen(command, "r");
+    cr_assert_not_null(out);
+    n = fread(output, 1, sizeof(output) - 1, out);
+    output[n] = '\0';
+    cr_assert_eq(pclose(out), 0, "erl failed: %s", output);
+    unlink(path);
+    cr_assert_str_eq(output, "[snakepit,worker,crashed] 1500000 infinity <<\"default\">> 9 killed "
+                             "<<\"c-1\">> false 6\n");
 }
