@@ -117,6 +117,31 @@ YAML
     pids+=($!)
 }
 
+# Every dashboard query, with Grafana's variables filled in, is valid PromQL for Prometheus.
+dashboard_queries_valid() {
+    /usr/bin/python3 - "$dashboard" "http://127.0.0.1:$prom_port/api/v1/query" <<'PY'
+import json, sys, urllib.parse, urllib.request
+dashboard, url = sys.argv[1], sys.argv[2]
+exprs = [t["expr"] for p in json.load(open(dashboard))["panels"] for t in p["targets"]]
+bad = 0
+for expr in exprs:
+    query = expr.replace("$__rate_interval", "1m")
+    for var in ("$instance", "$pool", "$job"):
+        query = query.replace(var, ".*")
+    data = urllib.parse.urlencode({"query": query}).encode()
+    try:
+        with urllib.request.urlopen(url, data, timeout=10) as response:
+            status = json.load(response)["status"]
+    except urllib.error.HTTPError as e:
+        status = f"HTTP {e.code}: {e.read().decode()[:200]}"
+    if status != "success":
+        print(f"query failed ({status}): {query}")
+        bad += 1
+print(f"{len(exprs)} queries, {bad} failed")
+sys.exit(1 if bad or not exprs else 0)
+PY
+}
+
 rules_healthy() {
     curl -fsS "http://127.0.0.1:$prom_port/api/v1/rules" >"$tmp/rules.json" &&
         /usr/bin/python3 - "$tmp/rules.json" <<'PY'
@@ -146,6 +171,7 @@ if start_dump_server; then
     check "Prometheus sees snakepit_info" prometheus_has 'snakepit_info{version="0.1.0"} == 1'
     check "Prometheus computes the p99 rule" prometheus_has 'pool:snakepit_request_duration_seconds:p99_5m'
     check "Prometheus loads every rule" rules_healthy
+    check "Prometheus runs every dashboard query" dashboard_queries_valid
 else
     echo "FAILED - metrics_dump --serve did not start"
     failed=$((failed + 1))
