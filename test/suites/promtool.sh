@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Checks the Prometheus side: the /metrics page of test/tools/metrics_dump passes
-# `promtool check metrics` (from stdout and over HTTP), the rules pass `promtool check rules` and
-# their unit tests, every metric name in the rules and the Grafana dashboard exists on the page,
-# and a real Prometheus scrapes the HTTP endpoint and evaluates the rules.
+# Checks the Prometheus side of the daemon with test/tools/metrics_dump, which renders the
+# product's metric families:
+# - its /metrics page, from stdout and over HTTP, passes `promtool check metrics`;
+# - the rules pass `promtool check rules` and their unit tests (`promtool test rules`);
+# - every metric name in the rules and the Grafana dashboard exists on the page;
+# - a real Prometheus scrapes the endpoint, loads the rules and runs every dashboard query.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${SNAKEPIT_BUILD_DIR:?set SNAKEPIT_BUILD_DIR to the meson build directory}

@@ -346,7 +346,10 @@ Test(telemetry, loop_dispatches_after_callback)
     ev_timer_init(&timer, emit_timer_cb, 0.01, 0);
     timer.data = t;
     ev_timer_start(loop, &timer);
-    /* ev_run returns once the timer has fired: the prepare watcher does not hold the loop. */
+    /*
+     * The timer is the only active watcher, so the loop would end right after it fired. The
+     * queued event holds the loop for one more iteration, in which the prepare watcher runs.
+     */
     ev_run(loop, 0);
     cr_assert_eq(rec.count, 1);
     cr_assert_str_eq(rec.names[0], "snakepit.node.up");
