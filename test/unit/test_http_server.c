@@ -734,31 +734,43 @@ Test(http_server, free_closes_descriptors)
     cr_assert_eq(count_fds(), before);
 }
 
+static bool ipv6_loopback_available(void)
+{
+    struct sockaddr_in6 addr = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok;
+}
+
 Test(http_server, ipv6_loopback)
 {
-    struct sockaddr_in6 addr = {.sin6_family = AF_INET6};
+    struct sockaddr_in6 addr = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    static const char get[] = "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     HttpServerConfig config;
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    HttpServer *server = NULL;
-    int probe = socket(AF_INET6, SOCK_STREAM, 0);
-    int r;
+    Fixture f;
+    char *response;
+    int fd;
 
-    addr.sin6_addr = in6addr_loopback;
-    if (probe < 0 || bind(probe, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        if (probe >= 0) {
-            close(probe);
-        }
-        ev_loop_destroy(loop);
+    if (!ipv6_loopback_available()) {
         cr_skip_test("no IPv6 loopback here");
     }
-    close(probe);
     http_server_config_init(&config);
     config.listen = "[::1]:0";
-    r = http_server_start(loop, &config, NULL, NULL, &server);
-    cr_assert_eq(r, 0);
-    cr_assert_gt(http_server_port(server), 0);
-    http_server_free(server);
-    ev_loop_destroy(loop);
+    fixture_start(&f, &config, false);
+    addr.sin6_port = htons(http_server_port(f.server));
+    fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0, "%s", strerror(errno));
+    send_all(fd, get, strlen(get));
+    response = read_all(fd);
+    cr_assert_eq(status_of(response), 200, "%s", response);
+    free(response);
+    close(fd);
+    fixture_stop(&f);
 }
 
 Test(http_server, parse_listen)
