@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "metrics.h"
 #include "metrics_process.h"
@@ -421,4 +423,65 @@ Test(metrics, json_string_escaping)
     cr_assert_eq(text_buffer_append_json_string(&buf, "a\"b\\c\n\x01\xff\xc3\xa9"), 0);
     cr_assert_str_eq(buf.data, "a\\\"b\\\\c\\n\\u0001\xef\xbf\xbd\xc3\xa9");
     text_buffer_free(&buf);
+}
+
+Test(metrics, many_series_survive_hash_growth)
+{
+    enum { SERIES = 3000 };
+    static MetricsCounter *handles[SERIES];
+    MetricsRegistry *reg = metrics_registry_new();
+    MetricsFamily *f = register_family(reg, METRICS_COUNTER, "t_total", pool_command, 2, SERIES);
+    char command[32];
+
+    for (int i = 0; i < SERIES; i++) {
+        snprintf(command, sizeof(command), "cmd%d", i);
+        handles[i] = metrics_counter_get(f, METRICS_LABELS("p", command));
+        metrics_counter_add(handles[i], i);
+    }
+    cr_assert_eq(metrics_family_series_count(f), SERIES);
+    cr_assert_eq(metrics_family_overflow_count(f), 0);
+    for (int i = 0; i < SERIES; i++) {
+        snprintf(command, sizeof(command), "cmd%d", i);
+        cr_assert_eq(metrics_counter_get(f, METRICS_LABELS("p", command)), handles[i], "%s",
+                     command);
+        cr_assert_eq(handles[i]->value, i);
+    }
+    metrics_registry_free(reg);
+}
+
+static double sample_value(MetricsRegistry *reg, const char *name)
+{
+    char needle[128];
+    double value;
+    char *text = render(reg);
+    char *p;
+
+    snprintf(needle, sizeof(needle), "\n%s ", name);
+    p = strstr(text, needle);
+    cr_assert_not_null(p, "no sample %s", name);
+    value = strtod(p + strlen(needle), NULL);
+    free(text);
+    return value;
+}
+
+Test(metrics, open_fds_follows_process)
+{
+    MetricsRegistry *reg = metrics_registry_new();
+    int fds[10];
+    double before, during, after;
+
+    cr_assert_eq(metrics_process_register(reg), 0);
+    before = sample_value(reg, "process_open_fds");
+    for (int i = 0; i < 10; i++) {
+        fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        cr_assert_geq(fds[i], 0);
+    }
+    during = sample_value(reg, "process_open_fds");
+    for (int i = 0; i < 10; i++) {
+        close(fds[i]);
+    }
+    after = sample_value(reg, "process_open_fds");
+    cr_assert_eq(during, before + 10);
+    cr_assert_eq(after, before);
+    metrics_registry_free(reg);
 }
