@@ -62,6 +62,10 @@ void request_reply_error(Daemon *daemon, DistCaller *caller, ErrorKind kind, con
 void request_execute(Daemon *daemon, DistCaller *caller, const char *request, size_t len,
                      int index, int arity, bool stream);
 
+/* Handle `{register_libraries, [Library]}`; `index` is after the tag atom. */
+void request_register_libraries(Daemon *daemon, DistCaller *caller, const char *request,
+                                int index, int arity);
+
 /* Handle `{session, Op, ...}`; `index` is after the tag atom, `arity` counts what follows. */
 void request_session(Daemon *daemon, DistCaller *caller, const char *request, size_t len,
                      int index, int arity);

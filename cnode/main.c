@@ -242,6 +242,8 @@ static void build_allowlist(Daemon *d, size_t pool_index, char *allow, size_t si
 
 static int start_pools(Daemon *d)
 {
+    /* With client registration the daemon's allowlist is the only one: workers accept any. */
+    bool any = d->config->allow_client_libraries;
     char worker[4096];
     char allow[8192];
     int r = find_worker_binary(worker, sizeof(worker));
@@ -253,7 +255,7 @@ static int start_pools(Daemon *d)
         build_allowlist(d, i, allow, sizeof(allow));
         WorkerPoolSettings settings = {
             .worker_binary = worker,
-            .allow = allow,
+            .allow = any ? "*" : allow,
             .max_message_bytes = d->config->max_message_bytes,
             .max_depth = d->config->max_depth,
             .log_level = d->config->log_level,

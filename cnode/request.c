@@ -208,6 +208,10 @@ void request_handle(Daemon *d, DistCaller *caller, const char *request, size_t l
                             strcmp(atom, "execute_stream") == 0);
             return;
         }
+        if (strcmp(atom, "register_libraries") == 0) {
+            request_register_libraries(d, caller, request, index, arity - 1);
+            return;
+        }
         if (strcmp(atom, "session") == 0) {
             request_session(d, caller, request, len, index, arity - 1);
             return;
