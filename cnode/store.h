@@ -12,6 +12,8 @@
  * exactly once. The memory backend invokes it before the call returns. The Redis backend invokes
  * it later from the libev loop, or before the call returns when it rejects the call at once
  * (invalid arguments, store disconnected, out of memory). No operation blocks the loop.
+ * A process with a Redis store must ignore SIGPIPE: hiredis 0.14 writes with write(2), so a
+ * connection that Redis closed would otherwise kill the process instead of failing the call.
  *
  * Status codes passed to callbacks are 0 or a negative errno:
  *   -ENOENT     the session (or, for store_get_var(), the variable) does not exist or has expired

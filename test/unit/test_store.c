@@ -1192,6 +1192,117 @@ Test(store, redis_key_prefix)
     harness_stop(&h);
 }
 
+/* Run snakepit-store-migrate with `args`; returns its exit status and its stdout in `out`. */
+static int run_migrate(const char *const *args, char *out, size_t size)
+{
+    const char *path = getenv("SNAKEPIT_STORE_MIGRATE");
+    const char *argv[16] = {"snakepit-store-migrate"};
+    size_t used = 0;
+    int fds[2];
+    int wstatus;
+    pid_t pid;
+    ssize_t n;
+
+    cr_assert_not_null(path, "SNAKEPIT_STORE_MIGRATE is not set: run the test through meson");
+    for (int i = 0; args[i] != NULL; i++) {
+        cr_assert_lt(i, 14);
+        argv[i + 1] = args[i];
+    }
+    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    while (used + 1 < size && (n = read(fds[0], out + used, size - used - 1)) > 0) {
+        used += (size_t)n;
+    }
+    out[used] = '\0';
+    close(fds[0]);
+    cr_assert_eq(waitpid(pid, &wstatus, 0), pid);
+    cr_assert(WIFEXITED(wstatus));
+    return WEXITSTATUS(wstatus);
+}
+
+/* Open a second Redis store on the harness's server with `prefix` and wait until it is up. */
+static Store *open_prefix(Harness *h, const char *prefix)
+{
+    StoreConfig config = {.backend = "redis", .key_prefix = prefix};
+    char url[128];
+    Store *store;
+
+    redis_url(h, url, sizeof(url), NULL, 0);
+    config.url = url;
+    cr_assert_eq(store_new(&config, h->loop, &store), 0);
+    for (int i = 0; i < 500 && !store_is_available(store); i++) {
+        ev_run(h->loop, EVRUN_NOWAIT);
+        sleep_ms(10);
+    }
+    cr_assert(store_is_available(store));
+    return store;
+}
+
+Test(store, migrate_between_prefixes)
+{
+    static const uint8_t bin_value[] = {131, 0, 0xff};
+    Harness h;
+    Result r = {0};
+    Store *source;
+    char url[128];
+    char out[4096];
+
+    harness_start(&h, BACKEND_REDIS, NULL);
+    redis_url(&h, url, sizeof(url), NULL, 0);
+    cr_assert_eq(do_create(&h, B("s1"), 120, "a@host", &r), 0);
+    cr_assert_eq(do_put(&h, B("s1"), B("x"), B("1")), 0);
+    cr_assert_eq(do_put(&h, B("s1"), B("bin"), (StoreBytes){bin_value, sizeof(bin_value)}), 0);
+    cr_assert_eq(do_create(&h, B("s2"), 0, NULL, &r), 0);
+    cr_assert_eq(do_create(&h, B("s3"), 0, NULL, &r), 0);
+    cr_assert_eq(do_put(&h, B("s3"), B("y"), B("2")), 0);
+    cr_assert_eq(do_put(&h, B("s3"), B("z"), B("3")), 0);
+
+    /* The target is another prefix on the same server: open it as the harness store. */
+    source = h.store;
+    h.store = open_prefix(&h, "copy:");
+
+    cr_assert_eq(run_migrate((const char *[]){"--from", url, "--to", url, "--to-prefix", "copy:",
+                                              "--dry-run", NULL},
+                             out, sizeof(out)),
+                 0);
+    cr_assert(strstr(out, "would copy 3 sessions with 4 variables") != NULL, "output: %s", out);
+    cr_assert_eq(count_sessions(&h), 0, "a dry run writes nothing");
+
+    for (int run = 0; run < 2; run++) {
+        cr_assert_eq(run_migrate((const char *[]){"--from", url, "--to", url, "--to-prefix",
+                                                  "copy:", NULL},
+                                 out, sizeof(out)),
+                     0, "run %d", run);
+        cr_assert(strstr(out, "copied 3 sessions with 4 variables") != NULL, "output: %s", out);
+        cr_assert_eq(count_sessions(&h), 3, "run %d", run);
+    }
+    cr_assert_eq(do_dump(&h, B("s1"), &r), 0);
+    cr_assert_eq(r.session.ttl_s, 120);
+    cr_assert_str_eq(r.owner, "a@host");
+    cr_assert_eq(r.var_count, 2);
+    cr_assert_str_eq(dumped_var(&r, "x"), "1");
+    cr_assert_eq(do_get_var(&h, B("s1"), B("bin"), &r), 0);
+    cr_assert_eq(r.value_len, sizeof(bin_value));
+    cr_assert_eq(memcmp(r.value, bin_value, sizeof(bin_value)), 0);
+    cr_assert_eq(do_dump(&h, B("s2"), &r), 0);
+    cr_assert_not(r.has_owner);
+    cr_assert_eq(r.var_count, 0);
+
+    cr_assert_eq(run_migrate((const char *[]){"--from", url, "--to", url, NULL}, out, sizeof(out)),
+                 64, "the source and the target are the same store");
+    cr_assert_eq(run_migrate((const char *[]){"--from", url, NULL}, out, sizeof(out)), 64);
+    store_free(source);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
 typedef struct UrlCase {
     const char *url;
     int status;
