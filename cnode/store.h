@@ -30,11 +30,11 @@
  * Ownership: every pointer passed into a store function is borrowed for the duration of the
  * call only; the store copies what it keeps. Every pointer passed to a callback is borrowed and
  * valid until the callback returns or until the next call into the same store, whichever comes
- * first: copy what you need. A callback may start new store operations. It must not call
- * store_free().
+ * first: copy what you need. A callback may start new store operations. Neither an operation's
+ * callback nor StoreConfig.on_event may call store_free().
  *
- * Access rule: every operation on one session except delete and dump counts as an access. It sets the
- * last-access time to now and the expiry to now + TTL (a sliding TTL).
+ * Access rule: every operation on one session except delete and dump counts as an access. It
+ * sets the last-access time to now and the expiry to now + TTL (a sliding TTL).
  */
 #pragma once
 

@@ -296,7 +296,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: bench_store [--sessions N] [--ops N] [--redis-url URL | --no-redis]\n"
                  "  --sessions N     sessions to create per backend (default 100000)\n"
                  "  --ops N          timed puts and gets per backend (default 10000)\n"
-                 "  --redis-url URL  use this Redis (host:port in the URL) instead of starting one\n"
+                 "  --redis-url URL  benchmark this Redis instead of starting one\n"
                  "  --no-redis       benchmark the memory backend only\n");
 }
 
