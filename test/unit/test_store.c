@@ -793,6 +793,51 @@ BACKEND_TEST(list_paging)
     harness_stop(&h);
 }
 
+BACKEND_TEST(list_while_growing)
+{
+    enum { FIRST = 50, ADDED = 2000, LIMIT = 10 };
+    bool seen[FIRST] = {false};
+    StoreConfig config = {.max_sessions = FIRST + ADDED};
+    Harness h;
+    Result r = {0};
+    uint64_t cursor = 0;
+    int pages = 0;
+    char id[32];
+
+    harness_start(&h, *backend, &config);
+    for (int i = 0; i < FIRST; i++) {
+        snprintf(id, sizeof(id), "first-%d", i);
+        cr_assert_eq(do_create(&h, B(id), 0, NULL, &r), 0);
+    }
+    do {
+        result_clear(&r);
+        store_list(h.store, cursor, LIMIT, on_list, &r);
+        wait_done(&h, &r);
+        cr_assert_eq(r.status, 0);
+        for (size_t i = 0; i < r.id_count; i++) {
+            int n = -1;
+
+            if (sscanf(r.ids[i], "first-%d", &n) == 1) {
+                cr_assert(n >= 0 && n < FIRST);
+                seen[n] = true;
+            }
+        }
+        cursor = r.cursor;
+        /* After the first page the store grows far past its table size. */
+        for (int i = 0; pages == 0 && i < ADDED; i++) {
+            snprintf(id, sizeof(id), "added-%d", i);
+            cr_assert_eq(do_create(&h, B(id), 0, NULL, &r), 0);
+        }
+        pages++;
+        cr_assert_lt(pages, 100000, "the listing does not end");
+    } while (cursor != 0);
+    for (int i = 0; i < FIRST; i++) {
+        cr_assert(seen[i], "first-%d, present during the whole listing, was never listed", i);
+    }
+    result_clear(&r);
+    harness_stop(&h);
+}
+
 BACKEND_TEST(delete_by_owner)
 {
     Harness h;
