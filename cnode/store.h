@@ -23,7 +23,9 @@
  *   -EINVAL     an id, name, owner, TTL, cursor or page limit is out of range (limits below)
  *   -ENOTCONN   the store is unavailable (Redis disconnected); it reconnects on its own
  *   -ETIMEDOUT  Redis did not reply within StoreConfig.command_timeout_ms
- *   -ENOMEM     out of memory
+ *   -ENOMEM     out of memory, in the daemon or in Redis (used_memory over maxmemory)
+ *   -EBUSY      Redis is loading its dataset or running a long script; retry later
+ *   -EROFS      the Redis URL names a read-only replica
  *   -ECANCELED  the store was freed while the operation was pending
  *   -EPROTO     Redis sent a reply this code does not understand (a bug or a foreign key)
  *

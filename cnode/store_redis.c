@@ -311,6 +311,10 @@ static void complete_count(RedisOp *op, const redisReply *r)
 {
     uint64_t count = 0;
 
+    if (r->type == REDIS_REPLY_ERROR) {
+        op->cb.count(store_redis_reply_error(r), 0, op->userdata);
+        return;
+    }
     if (!store_redis_reply_u64(r, &count)) {
         op->cb.count(-EPROTO, 0, op->userdata);
         return;
@@ -341,6 +345,10 @@ static bool continue_delete_by_owner(RedisStore *s, RedisOp *op, const redisRepl
     uint64_t cursor;
     uint64_t deleted;
 
+    if (r->type == REDIS_REPLY_ERROR) {
+        op->cb.count(store_redis_reply_error(r), 0, op->userdata);
+        return false;
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         !store_redis_reply_u64(r->element[0], &cursor) ||
         !store_redis_reply_u64(r->element[1], &deleted)) {
@@ -370,8 +378,13 @@ static void handshake_reply(RedisStore *s, RedisOp *op, const redisReply *r)
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
+        int error = store_redis_reply_error(r);
+
         /* AUTH, SELECT or PING was rejected: a wrong password or db index, or a busy server. */
-        teardown(s, strncmp(r->str, "ERR DB", 6) == 0 ? -EINVAL : -EACCES, r->str);
+        if (error == -EPROTO) {
+            error = strncmp(r->str, "ERR DB", 6) == 0 ? -EINVAL : -EACCES;
+        }
+        teardown(s, error, r->str);
         return;
     }
     if (op->handshake_last) {

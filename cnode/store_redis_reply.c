@@ -32,8 +32,32 @@ bool store_redis_reply_u64(const redisReply *r, uint64_t *out)
     return true;
 }
 
+int store_redis_reply_error(const redisReply *r)
+{
+    static const struct {
+        const char *prefix;
+        int error;
+    } errors[] = {
+        {"OOM ", -ENOMEM},       /* used_memory is over maxmemory */
+        {"LOADING ", -EBUSY},    /* loading its dataset after a restart */
+        {"BUSY ", -EBUSY},       /* running a long script */
+        {"MASTERDOWN ", -EBUSY}, /* a replica that lost its master */
+        {"READONLY ", -EROFS},   /* a read-only replica */
+    };
+
+    for (size_t i = 0; i < sizeof(errors) / sizeof(errors[0]); i++) {
+        if (strncmp(r->str, errors[i].prefix, strlen(errors[i].prefix)) == 0) {
+            return errors[i].error;
+        }
+    }
+    return -EPROTO;
+}
+
 int store_redis_reply_status(const redisReply *r)
 {
+    if (r->type == REDIS_REPLY_ERROR) {
+        return store_redis_reply_error(r);
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_INTEGER) {
         return -EPROTO;
@@ -199,6 +223,9 @@ int store_redis_reply_scan(const redisReply *r, const char *prefix, uint64_t *cu
     uint64_t next;
     size_t n = 0;
 
+    if (r->type == REDIS_REPLY_ERROR) {
+        return store_redis_reply_error(r);
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         !store_redis_reply_u64(r->element[0], &next) ||
         r->element[1]->type != REDIS_REPLY_ARRAY) {

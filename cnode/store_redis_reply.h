@@ -16,7 +16,16 @@
 /* Parse an integer reply, or a string of decimal digits, into *out; false when it is neither. */
 bool store_redis_reply_u64(const redisReply *r, uint64_t *out);
 
-/* Returns the status that starts a session script's array reply, as 0 or a negative errno. */
+/*
+ * Returns the negative errno for an error reply: -ENOMEM (OOM), -EBUSY (LOADING, BUSY,
+ * MASTERDOWN), -EROFS (READONLY), else -EPROTO.
+ */
+int store_redis_reply_error(const redisReply *r);
+
+/*
+ * Returns the status that starts a session script's array reply, as 0 or a negative errno, or
+ * the store_redis_reply_error() of an error reply.
+ */
 int store_redis_reply_status(const redisReply *r);
 
 /* Parse {status, created, accessed, ttl, owner | nil, worker | nil} for the session `id`. */

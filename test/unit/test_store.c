@@ -120,8 +120,11 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* Start redis-server on `port`; `password` NULL for none. Waits until it accepts connections. */
-static void redis_start(RedisServer *server, int port, const char *password)
+/*
+ * Start redis-server on `port` with up to 4 more arguments in `extra` (NULL-terminated, or NULL
+ * for none). Waits until it accepts connections.
+ */
+static void redis_start_with(RedisServer *server, int port, const char *const *extra)
 {
     char port_text[16];
     pid_t pid;
@@ -130,14 +133,17 @@ static void redis_start(RedisServer *server, int port, const char *password)
     pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
-        const char *argv[] = {
+        const char *argv[20] = {
             "redis-server", "--port", port_text, "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-            password != NULL ? "--requirepass" : NULL, password, NULL,
         };
 
         int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        int argc = 13;
 
+        for (int i = 0; extra != NULL && extra[i] != NULL && i < 4; i++) {
+            argv[argc++] = extra[i];
+        }
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         /* redis-server logs to stdout; its warnings stay on stderr. */
         if (devnull >= 0) {
@@ -158,6 +164,14 @@ static void redis_start(RedisServer *server, int port, const char *password)
         sleep_ms(10);
     }
     cr_assert_fail("redis-server did not listen on port %d within 5 s", port);
+}
+
+/* Start redis-server on `port`; `password` NULL for none. */
+static void redis_start(RedisServer *server, int port, const char *password)
+{
+    const char *const with_password[] = {"--requirepass", password, NULL};
+
+    redis_start_with(server, port, password != NULL ? with_password : NULL);
 }
 
 static void redis_kill(RedisServer *server)
@@ -1178,6 +1192,39 @@ Test(store, redis_password_and_db)
     wait_done(&h, &r);
     cr_assert_eq(r.status, -ENOENT);
     store_free(db0);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
+Test(store, redis_out_of_memory)
+{
+    const char *const small_memory[] = {"--maxmemory", "4mb", "--maxmemory-policy", "noeviction",
+                                        NULL};
+    StoreConfig config = {.max_value_bytes = 1024 * 1024};
+    size_t value_len = 1024 * 1024;
+    uint8_t *value = calloc(1, value_len);
+    Harness h;
+    Result r = {0};
+    int status = 0;
+    char name[16];
+    int puts = 0;
+
+    memset(&h, 0, sizeof(h));
+    signal(SIGPIPE, SIG_IGN);
+    h.backend = BACKEND_REDIS;
+    h.loop = ev_loop_new(EVFLAG_AUTO);
+    redis_start_with(&h.redis, free_port(), small_memory);
+    harness_open(&h, &config);
+    cr_assert_eq(do_create(&h, B("s"), 0, NULL, &r), 0);
+    for (; puts < 16 && status == 0; puts++) {
+        snprintf(name, sizeof(name), "v%d", puts);
+        status = do_put(&h, B("s"), B(name), (StoreBytes){value, value_len});
+    }
+    cr_assert_eq(status, -ENOMEM, "put %d of 1 MiB into a 4 MiB Redis: status %d", puts, status);
+    cr_assert_eq(do_get_var(&h, B("s"), B("v0"), &r), 0, "reads still work");
+    cr_assert_eq(r.value_len, value_len);
+    cr_assert(store_is_available(h.store), "an error reply keeps the connection");
+    free(value);
     result_clear(&r);
     harness_stop(&h);
 }
