@@ -17,8 +17,9 @@
  *
  * Status codes passed to callbacks are 0 or a negative errno:
  *   -ENOENT     the session (or, for store_get_var(), the variable) does not exist or has expired
- *   -EDQUOT     a quota is reached: StoreConfig.max_sessions on create, or
- *               StoreConfig.max_vars on store_put_var() of a new variable
+ *   -EDQUOT     a quota is reached: StoreConfig.max_sessions on create, StoreConfig.max_vars
+ *               on store_put_var() of a new variable, or (memory backend only)
+ *               StoreConfig.max_memory_bytes on store_put_var()
  *   -E2BIG      the value is longer than StoreConfig.max_value_bytes
  *   -EINVAL     an id, name, owner, TTL, cursor or page limit is out of range (limits below)
  *   -ENOTCONN   the store is unavailable (Redis disconnected); it reconnects on its own
@@ -59,6 +60,8 @@ struct ev_loop;
 /* 8 MiB: far below the 64 MiB default message limit, so a stored value always fits a reply. */
 #define STORE_DEFAULT_MAX_VALUE_BYTES (8u * 1024u * 1024u)
 #define STORE_DEFAULT_MAX_VARS 1024u
+/* 1 GiB of variable names and values in the memory backend, all sessions together. */
+#define STORE_DEFAULT_MAX_MEMORY_BYTES (UINT64_C(1) << 30)
 #define STORE_DEFAULT_CONNECT_TIMEOUT_MS 2000u
 #define STORE_DEFAULT_COMMAND_TIMEOUT_MS 5000u
 #define STORE_DEFAULT_KEY_PREFIX "snakepit:"
@@ -131,6 +134,9 @@ typedef struct StoreConfig {
     uint64_t max_sessions; /* live sessions; redis counts all daemons sharing the prefix */
     size_t max_value_bytes;
     uint32_t max_vars; /* variables per session */
+    /* Memory backend: bytes of variable names and values of all sessions together. Redis
+     * ignores it: bound Redis with its maxmemory setting. */
+    uint64_t max_memory_bytes;
     uint32_t connect_timeout_ms;
     uint32_t command_timeout_ms;
     /*
@@ -154,6 +160,7 @@ typedef struct StoreLimits {
     uint64_t max_sessions;
     size_t max_value_bytes;
     uint32_t max_vars;
+    uint64_t max_memory_bytes;
 } StoreLimits;
 
 typedef struct StoreOps StoreOps;

@@ -408,6 +408,15 @@ static StoreBytes B(const char *s)
     return store_bytes_str(s);
 }
 
+/* `len` (at most 63) bytes of filler for values of a given size. */
+static StoreBytes filler(size_t len)
+{
+    static const char digits[64] = "012345678901234567890123456789012345678901234567890123456789012";
+
+    cr_assert_leq(len, sizeof(digits) - 1);
+    return (StoreBytes){.data = (const uint8_t *)digits, .len = len};
+}
+
 static int do_create(Harness *h, StoreBytes id, uint32_t ttl_s, const char *owner, Result *r)
 {
     StoreCreateOpts opts = {.ttl_s = ttl_s, .owner = owner};
@@ -701,6 +710,34 @@ BACKEND_TEST(variable_quota)
     cr_assert_eq(do_put(&h, B("s"), B("v4"), B("4")), -EDQUOT);
     cr_assert_eq(do_put(&h, B("s"), B("v3"), B("three")), 0, "overwriting adds no variable");
     cr_assert_eq(do_get_var(&h, B("s"), B("v4"), &r), -ENOENT);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
+Test(store, memory_byte_quota)
+{
+    StoreConfig config = {.max_memory_bytes = 100};
+    Harness h;
+    Result r = {0};
+
+    harness_start(&h, BACKEND_MEMORY, &config);
+    cr_assert_eq(do_create(&h, B("a"), 0, NULL, &r), 0);
+    cr_assert_eq(do_create(&h, B("b"), 0, NULL, &r), 0);
+    /* Names and values count: 1 + 49 and 1 + 49 bytes make exactly 100. */
+    cr_assert_eq(do_put(&h, B("a"), B("x"), filler(49)), 0);
+    cr_assert_eq(do_put(&h, B("b"), B("y"), filler(49)), 0);
+    cr_assert_eq(do_put(&h, B("b"), B("z"), B("")), -EDQUOT, "101 bytes");
+    cr_assert_eq(do_put(&h, B("b"), B("y"), filler(50)), -EDQUOT,
+                 "an overwrite counts the difference");
+    cr_assert_eq(do_put(&h, B("b"), B("y"), B("short")), 0);
+    cr_assert_eq(do_put(&h, B("b"), B("z"), B("1")), 0, "the shorter value freed room");
+    cr_assert_eq(do_done_op(&h, store_delete, B("a")), 0);
+    cr_assert_eq(do_put(&h, B("b"), B("w"), filler(49)), 0, "a deleted session frees its bytes");
+    h.clock_ms += (uint64_t)STORE_DEFAULT_TTL_S * 1000;
+    cr_assert_eq(do_create(&h, B("c"), 0, NULL, &r), 0);
+    cr_assert_eq(do_put(&h, B("c"), B("x"), filler(49)), 0);
+    cr_assert_eq(do_put(&h, B("c"), B("y"), filler(49)), 0,
+                 "an expired session frees its bytes");
     result_clear(&r);
     harness_stop(&h);
 }
