@@ -411,7 +411,8 @@ static StoreBytes B(const char *s)
 /* `len` (at most 63) bytes of filler for values of a given size. */
 static StoreBytes filler(size_t len)
 {
-    static const char digits[64] = "012345678901234567890123456789012345678901234567890123456789012";
+    static const char digits[64] = "0123456789012345678901234567890123456789"
+                                   "01234567890123456789012";
 
     cr_assert_leq(len, sizeof(digits) - 1);
     return (StoreBytes){.data = (const uint8_t *)digits, .len = len};
