@@ -21,7 +21,7 @@
  *               on store_put_var() of a new variable, or (memory backend only)
  *               StoreConfig.max_memory_bytes on store_put_var()
  *   -E2BIG      the value is longer than StoreConfig.max_value_bytes
- *   -EINVAL     an id, name, owner, TTL, cursor or page limit is out of range (limits below)
+ *   -EINVAL     an id, name, owner, TTL, page limit or worker id is out of range (limits below)
  *   -ENOTCONN   the store is unavailable (Redis disconnected); it reconnects on its own
  *   -ETIMEDOUT  Redis did not reply within StoreConfig.command_timeout_ms
  *   -ENOMEM     out of memory, in the daemon or in Redis (used_memory over maxmemory)
@@ -31,7 +31,7 @@
  *   -EPROTO     Redis sent a reply this code does not understand (a bug or a foreign key)
  *
  * Ownership: every pointer passed into a store function is borrowed for the duration of the
- * call only; the store copies what it keeps. Every pointer passed to a callback is borrowed and
+ * call only, and the store copies what it keeps. store_new() states its two exceptions. Every pointer passed to a callback is borrowed and
  * valid until the callback returns or until the next call into the same store, whichever comes
  * first: copy what you need. A callback may start new store operations. Neither an operation's
  * callback nor StoreConfig.on_event may call store_free().
