@@ -1425,6 +1425,15 @@ Test(store, migrate_between_prefixes)
     cr_assert_not(r.has_owner);
     cr_assert_eq(r.var_count, 0);
 
+    /* A value over the target's limit fails that session only. */
+    cr_assert_eq(run_migrate((const char *[]){"--from", url, "--to", url, "--to-prefix", "small:",
+                                              "--max-value-bytes", "1", NULL},
+                             out, sizeof(out)),
+                 1);
+    cr_assert(strstr(out, "copied 2 sessions with 2 variables; 0 skipped (gone since listed), "
+                          "1 failed") != NULL,
+              "output: %s", out);
+
     cr_assert_eq(run_migrate((const char *[]){"--from", url, "--to", url, NULL}, out, sizeof(out)),
                  64, "the source and the target are the same store");
     cr_assert_eq(run_migrate((const char *[]){"--from", url, NULL}, out, sizeof(out)), 64);
