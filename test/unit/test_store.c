@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 
 #include "store.h"
 #include "store_redis.h"
+#include "store_redis_reply.h"
 
 /* How long a test waits for one asynchronous completion before it fails. */
 #define WAIT_LIMIT_S 5.0
@@ -1440,6 +1442,186 @@ Test(store, migrate_between_prefixes)
     store_free(source);
     result_clear(&r);
     harness_stop(&h);
+}
+
+/* Hand-built hiredis replies for the parser tests; reply_free() frees a whole tree. */
+
+static redisReply *reply_new(int type)
+{
+    redisReply *r = calloc(1, sizeof(*r));
+
+    r->type = type;
+    return r;
+}
+
+static redisReply *reply_int(long long value)
+{
+    redisReply *r = reply_new(REDIS_REPLY_INTEGER);
+
+    r->integer = value;
+    return r;
+}
+
+static redisReply *reply_str(const char *s)
+{
+    redisReply *r = reply_new(REDIS_REPLY_STRING);
+
+    r->str = strdup(s);
+    r->len = strlen(s);
+    return r;
+}
+
+static redisReply *reply_error(const char *s)
+{
+    redisReply *r = reply_str(s);
+
+    r->type = REDIS_REPLY_ERROR;
+    return r;
+}
+
+/* An array of `n` replies (stolen). */
+static redisReply *reply_array(size_t n, ...)
+{
+    redisReply *r = reply_new(REDIS_REPLY_ARRAY);
+    va_list ap;
+
+    r->elements = n;
+    r->element = calloc(n + 1, sizeof(*r->element));
+    va_start(ap, n);
+    for (size_t i = 0; i < n; i++) {
+        r->element[i] = va_arg(ap, redisReply *);
+    }
+    va_end(ap);
+    return r;
+}
+
+static void reply_free(redisReply *r)
+{
+    for (size_t i = 0; i < r->elements; i++) {
+        reply_free(r->element[i]);
+    }
+    free(r->element);
+    free(r->str);
+    free(r);
+}
+
+static int parse_session_reply(redisReply *r)
+{
+    StoreSession session = {.ttl_s = 7};
+    int status = store_redis_reply_session(r, B("id"), &session);
+
+    if (status != 0) {
+        cr_assert_eq(session.ttl_s, 7, "output written on failure");
+    }
+    reply_free(r);
+    return status;
+}
+
+Test(store, redis_reply_session_shapes)
+{
+    StoreSession session;
+    redisReply *r;
+
+    r = reply_array(6, reply_int(0), reply_str("10"), reply_str("20"), reply_str("30"),
+                    reply_str("node@h"), reply_str("4"));
+    cr_assert_eq(store_redis_reply_session(r, B("id"), &session), 0);
+    cr_assert_eq(session.created_ms, 10);
+    cr_assert_eq(session.accessed_ms, 20);
+    cr_assert_eq(session.ttl_s, 30);
+    cr_assert_str_eq(session.owner, "node@h");
+    cr_assert_eq(session.worker_id, 4);
+    reply_free(r);
+
+    cr_assert_eq(parse_session_reply(reply_array(1, reply_int(1))), -ENOENT);
+    cr_assert_eq(parse_session_reply(reply_array(1, reply_int(3))), -EDQUOT);
+    cr_assert_eq(parse_session_reply(reply_array(1, reply_int(9))), -EPROTO);
+    cr_assert_eq(parse_session_reply(reply_array(0)), -EPROTO);
+    cr_assert_eq(parse_session_reply(reply_array(1, reply_str("0"))), -EPROTO);
+    cr_assert_eq(parse_session_reply(reply_int(0)), -EPROTO);
+    cr_assert_eq(parse_session_reply(reply_error("ERR something")), -EPROTO);
+    cr_assert_eq(parse_session_reply(reply_error("OOM command not allowed")), -ENOMEM);
+    cr_assert_eq(parse_session_reply(reply_error("LOADING Redis is loading")), -EBUSY);
+    cr_assert_eq(parse_session_reply(reply_error("READONLY You can't write")), -EROFS);
+    cr_assert_eq(parse_session_reply(reply_array(5, reply_int(0), reply_str("1"), reply_str("2"),
+                                                 reply_str("3"), reply_new(REDIS_REPLY_NIL))),
+                 -EPROTO, "five elements");
+    cr_assert_eq(parse_session_reply(reply_array(6, reply_int(0), reply_str("1"), reply_str("x"),
+                                                 reply_str("3"), reply_new(REDIS_REPLY_NIL),
+                                                 reply_new(REDIS_REPLY_NIL))),
+                 -EPROTO, "accessed is not a number");
+    cr_assert_eq(parse_session_reply(reply_array(6, reply_int(0), reply_str("1"), reply_str("2"),
+                                                 reply_str("31536001"),
+                                                 reply_new(REDIS_REPLY_NIL),
+                                                 reply_new(REDIS_REPLY_NIL))),
+                 -EPROTO, "TTL over the limit");
+    cr_assert_eq(parse_session_reply(reply_array(6, reply_int(0), reply_str("1"), reply_str("2"),
+                                                 reply_str("3"), reply_int(5),
+                                                 reply_new(REDIS_REPLY_NIL))),
+                 -EPROTO, "owner is an integer");
+    cr_assert_eq(parse_session_reply(reply_array(6, reply_int(0), reply_str("1"), reply_str("2"),
+                                                 reply_str("3"), reply_new(REDIS_REPLY_NIL),
+                                                 reply_str("-1"))),
+                 -EPROTO, "negative worker");
+    cr_assert_eq(parse_session_reply(reply_array(6, reply_int(0), reply_str("1"), reply_str("2"),
+                                                 reply_str("3"), reply_new(REDIS_REPLY_NIL),
+                                                 reply_str("99999999999999999999"))),
+                 -EPROTO, "worker over 64 bits");
+}
+
+Test(store, redis_reply_dump_and_scan_shapes)
+{
+    StoreSession session;
+    StoreVar *vars = NULL;
+    StoreBytes *ids = NULL;
+    size_t count = 0;
+    uint64_t cursor = 0;
+    redisReply *r;
+
+    r = reply_array(2, reply_int(0),
+                    reply_array(8, reply_str("ttl"), reply_str("5"), reply_str("v:a"),
+                                reply_str("1"), reply_str("ownerx"), reply_str("ignored"),
+                                reply_str("v:"), reply_str("not a variable")));
+    cr_assert_eq(store_redis_reply_dump(r, B("id"), &session, &vars, &count), 0);
+    cr_assert_eq(session.ttl_s, 5);
+    cr_assert_null(session.owner, "only the exact field name \"owner\" is the owner");
+    cr_assert_eq(count, 1);
+    cr_assert_eq(vars[0].name.len, 1);
+    cr_assert_eq(vars[0].name.data[0], 'a');
+    free(vars);
+    reply_free(r);
+
+    vars = NULL;
+    r = reply_array(2, reply_int(0), reply_array(3, reply_str("ttl"), reply_str("5"),
+                                                 reply_str("v:a")));
+    cr_assert_eq(store_redis_reply_dump(r, B("id"), &session, &vars, &count), -EPROTO,
+                 "odd field count");
+    cr_assert_null(vars);
+    reply_free(r);
+    r = reply_array(2, reply_int(0), reply_array(2, reply_str("v:a"), reply_int(1)));
+    cr_assert_eq(store_redis_reply_dump(r, B("id"), &session, &vars, &count), -EPROTO,
+                 "integer value");
+    cr_assert_null(vars);
+    reply_free(r);
+
+    r = reply_array(2, reply_str("17"),
+                    reply_array(4, reply_str("p:session:a"), reply_str("p:session:"),
+                                reply_int(3), reply_str("other:b")));
+    cr_assert_eq(store_redis_reply_scan(r, "p:session:", &cursor, &ids, &count), 0);
+    cr_assert_eq(cursor, 17);
+    cr_assert_eq(count, 1, "keys without an id after the prefix are left out");
+    cr_assert_eq(ids[0].len, 1);
+    cr_assert_eq(ids[0].data[0], 'a');
+    free(ids);
+    reply_free(r);
+
+    ids = NULL;
+    r = reply_array(2, reply_str("x"), reply_array(0));
+    cr_assert_eq(store_redis_reply_scan(r, "p:", &cursor, &ids, &count), -EPROTO);
+    cr_assert_null(ids);
+    reply_free(r);
+    r = reply_error("LOADING Redis is loading");
+    cr_assert_eq(store_redis_reply_scan(r, "p:", &cursor, &ids, &count), -EBUSY);
+    reply_free(r);
 }
 
 typedef struct UrlCase {
