@@ -290,7 +290,7 @@ static void session_access(MemoryStore *m, MemorySession *s, uint64_t now)
 {
     s->accessed_ms = now;
     s->expires_ms = now + (uint64_t)s->ttl_s * 1000;
-    /* An access only moves the expiry later, so the session can only move down the heap. */
+    /* The clock never goes back, so an access only moves the expiry later: down the heap. */
     heap_sift_down(m, s->heap_slot, m->session_count);
 }
 
