@@ -479,16 +479,17 @@ static int write_health_json(void *userdata, TextBuffer *out)
     char reason[256] = "";
     bool ready = probe_ready(d, reason, sizeof(reason));
 
-    text_buffer_printf(out, "{\"status\":\"%s\",\"node\":", ready ? "ok" : "unavailable");
+    text_buffer_printf(out, "{\"status\":\"%s\",\"node\":\"", ready ? "ok" : "unavailable");
     text_buffer_append_json_string(out, dist_node_name(d->dist));
+    text_buffer_append_char(out, '"');
     text_buffer_printf(out, ",\"peers\":%u,\"pools\":[", dist_peer_count(d->dist));
     for (size_t i = 0; i < d->pool_count; i++) {
         PoolStats s;
         worker_pool_stats(d->pools[i], &s);
-        text_buffer_printf(out, "%s{\"name\":", i ? "," : "");
+        text_buffer_printf(out, "%s{\"name\":\"", i ? "," : "");
         text_buffer_append_json_string(out, worker_pool_name(d->pools[i]));
         text_buffer_printf(out,
-                           ",\"size\":%u,\"degraded\":%s,\"queue_depth\":%u,\"workers\":"
+                           "\",\"size\":%u,\"degraded\":%s,\"queue_depth\":%u,\"workers\":"
                            "{\"idle\":%u,\"busy\":%u,\"starting\":%u,\"stopping\":%u}}",
                            s.size, worker_pool_degraded(d->pools[i]) ? "true" : "false",
                            s.queue_depth, s.idle, s.busy, s.starting + s.forking, s.stopping);
@@ -496,8 +497,9 @@ static int write_health_json(void *userdata, TextBuffer *out)
     text_buffer_printf(out, "],\"store\":{\"backend\":\"%s\",\"available\":%s}",
                        store_backend_name(d->store), store_is_available(d->store) ? "true" : "false");
     if (!ready) {
-        text_buffer_append_str(out, ",\"reason\":");
+        text_buffer_append_str(out, ",\"reason\":\"");
         text_buffer_append_json_string(out, reason);
+        text_buffer_append_char(out, '"');
     }
     text_buffer_append_char(out, '}');
     return ready ? 200 : 503;
