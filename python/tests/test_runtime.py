@@ -271,3 +271,9 @@ def test_repair_executable_keeps_an_interpreter(monkeypatch):
     monkeypatch.setattr(sys, "executable", "/srv/venv/bin/python")
     _runtime.repair_executable()
     assert sys.executable == "/srv/venv/bin/python"
+
+
+def test_star_allows_every_module():
+    configure("*")
+    assert _runtime.is_allowed("subprocess")
+    assert _runtime.call("python.operator.add", [1, 2]) == 3
