@@ -49,8 +49,7 @@ int worker_conn_init(WorkerConn *conn, int fd, size_t max_payload)
     return 0;
 }
 
-/* Make our pipe Python's signal wakeup fd (the C setter is not exported by libpython). */
-static void install_wakeup_fd(const WorkerConn *conn)
+void worker_conn_claim_wakeup_fd(const WorkerConn *conn)
 {
     PyObject *previous = PyObject_CallFunction(conn->set_wakeup_fd, "i", conn->wakeup_write);
 
@@ -73,8 +72,7 @@ static void drain_wakeup(const WorkerConn *conn)
  * One read(2) with the GIL released. Returns bytes read, 0 at end of stream, or -errno.
  *
  * A signal that arrives just before a blocking read would only set Python's flag and leave the
- * read waiting, so the wait is a poll(2) that also watches Python's signal wakeup fd. Calls may
- * have replaced that fd (asyncio does), so it is set again before every wait.
+ * read waiting, so the wait is a poll(2) that also watches Python's signal wakeup fd.
  */
 static ssize_t conn_recv(WorkerConn *conn, void *buf, size_t len)
 {
@@ -83,7 +81,6 @@ static ssize_t conn_recv(WorkerConn *conn, void *buf, size_t len)
         {.fd = conn->wakeup_read, .events = POLLIN},
     };
 
-    install_wakeup_fd(conn);
     for (;;) {
         ssize_t n = 0;
         int ready, saved_errno;
@@ -318,6 +315,7 @@ static void conn_handle_other(WorkerConn *conn, const WorkerFrame *f)
 
 int worker_conn_wait_session(WorkerConn *conn, uint64_t id, WorkerFrame *frame)
 {
+    worker_conn_claim_wakeup_fd(conn);
     for (;;) {
         WorkerFrame f;
         int r = worker_conn_read(conn, &f);
@@ -347,6 +345,9 @@ void worker_conn_stream_end(WorkerConn *conn)
 
 int worker_conn_take_credit(WorkerConn *conn)
 {
+    if (conn->credit == 0) {
+        worker_conn_claim_wakeup_fd(conn);
+    }
     while (conn->credit == 0) {
         WorkerFrame f;
         int r = worker_conn_read(conn, &f);

@@ -48,7 +48,16 @@ typedef struct {
 int worker_conn_init(WorkerConn *conn, int fd, size_t max_payload);
 
 /*
- * Read the next frame into *frame. Returns 0; -EINTR when a signal handler raised a Python
+ * Make the connection's pipe Python's signal wakeup fd again. Python code may replace it
+ * (asyncio does), so the request loop calls this after every call, and the waits inside a call
+ * call it before they block. The C setter is not exported by libpython 3.11, so this goes
+ * through signal.set_wakeup_fd().
+ */
+void worker_conn_claim_wakeup_fd(const WorkerConn *conn);
+
+/*
+ * Read the next frame into *frame. The wakeup fd must be ours (see above), or a signal that
+ * arrives just before the read is noticed only by the next one. Returns 0; -EINTR when a signal handler raised a Python
  * exception (it is left set, and the partial frame is kept for the next call); -EPIPE at end of
  * stream; -EBADMSG on a malformed header; another negative errno on a read error.
  */

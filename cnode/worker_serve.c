@@ -373,6 +373,7 @@ _Noreturn void worker_serve_run(const WorkerServeParams *params)
         exit_out_of_memory(0);
     }
     s.pid = getpid();
+    worker_conn_claim_wakeup_fd(&s.conn);
     send_hello(&s, params->worker_id);
     log_debug("Worker %u is serving calls", (unsigned)params->worker_id);
 
@@ -392,6 +393,7 @@ _Noreturn void worker_serve_run(const WorkerServeParams *params)
             continue;
         }
         serve_call(&s, &f);
+        worker_conn_claim_wakeup_fd(&s.conn);
         release_large_buffer(&s.reply);
         release_large_buffer(&s.chunk);
         if (PyErr_CheckSignals() < 0) {
