@@ -713,6 +713,33 @@ Test(worker, sys_executable_runs_python)
     stop_all(&z, &w);
 }
 
+Test(worker, worker_inherits_only_its_own)
+{
+    Zygote z;
+    Worker w;
+    Frame f;
+    int index, arity, pipe_default, chld_default;
+    long seqpacket, pidfds, ppid;
+
+    start_one(&z, &w, NULL);
+    send_call0(&w, 1, "python.worker_fixtures.inherited_state");
+    cr_assert(read_reply(&w, 1, &f, &index));
+    cr_assert_eq(ei_decode_list_header(f.payload, &index, &arity), 0);
+    cr_assert_eq(arity, 5);
+    cr_assert_eq(ei_decode_boolean(f.payload, &index, &pipe_default), 0);
+    cr_assert(pipe_default, "SIGPIPE is not SIG_DFL in the worker");
+    cr_assert_eq(ei_decode_boolean(f.payload, &index, &chld_default), 0);
+    cr_assert(chld_default, "SIGCHLD is not SIG_DFL in the worker");
+    cr_assert_eq(ei_decode_long(f.payload, &index, &seqpacket), 0);
+    cr_assert_eq(seqpacket, 0, "the worker kept the zygote's control socket");
+    cr_assert_eq(ei_decode_long(f.payload, &index, &pidfds), 0);
+    cr_assert_eq(pidfds, 1, "the worker has %ld pidfds, expected only its daemon's", pidfds);
+    cr_assert_eq(ei_decode_long(f.payload, &index, &ppid), 0);
+    cr_assert_eq(ppid, (long)getpid(), "the worker's parent is %ld, not the daemon", ppid);
+    frame_free(&f);
+    stop_all(&z, &w);
+}
+
 Test(worker, not_allowed_imports_nothing)
 {
     Zygote z;
