@@ -97,7 +97,10 @@ static PyObject *session_request(PyObject *self, PyObject *request)
     if (ei_x_new_with_version(&x) < 0) {
         return PyErr_NoMemory();
     }
-    if (etf_py_encode(&x, request, &session_call.limits, &err) < 0) {
+    /* The version byte is part of the frame payload, so the term gets one byte less. */
+    EtfPyLimits limits = {.max_depth = session_call.limits.max_depth,
+                          .max_bytes = session_call.limits.max_bytes - 1};
+    if (etf_py_encode(&x, request, &limits, &err) < 0) {
         PyErr_Format(PyExc_ValueError, "cannot send the session request (%s): %s", err.kind,
                      err.message);
         goto out;

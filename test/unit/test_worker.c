@@ -1395,6 +1395,19 @@ Test(worker, message_size_limit)
     cr_assert_str_eq(e.kind, "too_large");
     error_map_free(&e);
     expect_serving(&w, 4);
+
+    /* A session put over the limit raises in Python; no oversized SESSION_REQ goes out. */
+    call_begin(&x, "python.worker_fixtures.session_put_blob");
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_long(&x, limit);
+    ei_x_encode_empty_list(&x);
+    call_finish(&x, false, "session-4");
+    send_call(&w, 5, &x);
+    e = expect_error(&w, 5);
+    cr_assert_str_eq(e.kind, "python_exception");
+    cr_assert_str_eq(e.type, "builtins.ValueError");
+    cr_assert(strstr(e.message, "too_large") != NULL, "message: %s", e.message);
+    error_map_free(&e);
     stop_all(&z, &w);
 }
 
