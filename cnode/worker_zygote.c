@@ -255,6 +255,21 @@ static int find_executable(const char *python, char *exe, size_t size, char *err
     return -ENOENT;
 }
 
+/* Name the pyvenv.cfg of a venv whose executable is `exe`: <venv>/bin/python -> <venv>/. */
+static int venv_config_path(const char *exe, char *out, size_t size)
+{
+    const char *name = strrchr(exe, '/');
+    const char *bin = name;
+
+    while (bin && bin > exe && *--bin != '/') {
+    }
+    if (!bin || bin == name || *bin != '/') {
+        return -ENOENT;
+    }
+    int n = snprintf(out, size, "%.*s/pyvenv.cfg", (int)(bin - exe), exe);
+    return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
 /*
  * Check that --python has the major.minor version of the linked libpython, and store its
  * executable in exe. A venv states its version in pyvenv.cfg next to bin/; any other
@@ -270,13 +285,10 @@ static int check_python(const char *python, char *exe, size_t size, char *error,
     if (r < 0) {
         return r;
     }
-    snprintf(cfg, sizeof(cfg), "%s", exe);
-    char *slash = strrchr(cfg, '/');
-    *slash = '\0';
-    slash = strrchr(cfg, '/');
-    snprintf(slash ? slash : cfg, sizeof(cfg) - (size_t)(slash ? slash - cfg : 0),
-             "/pyvenv.cfg");
-    r = venv_version(cfg, &major, &minor);
+    r = venv_config_path(exe, cfg, sizeof(cfg));
+    if (r == 0) {
+        r = venv_version(cfg, &major, &minor);
+    }
     if (r == -ENOENT) {
         r = probe_version(exe, &major, &minor);
     }
