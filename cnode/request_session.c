@@ -62,9 +62,10 @@ static void reply_store_error(Daemon *d, DistCaller *caller, int status, const S
     case -EDQUOT:
         kind = ERROR_OVERLOADED;
         snprintf(message, sizeof(message),
-                 "the session quota is reached: max_sessions = %u sessions (or the variable "
-                 "quota of the session)",
-                 d->config->store_max_sessions);
+                 "a session store quota is reached: max_sessions = %u sessions, max_vars = %u "
+                 "variables per session, or max_memory_bytes = %zu bytes",
+                 d->config->store_max_sessions, d->config->store_max_vars,
+                 d->config->store_max_memory_bytes);
         break;
     case -E2BIG:
         kind = ERROR_TOO_LARGE;
