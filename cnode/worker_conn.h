@@ -57,9 +57,10 @@ void worker_conn_claim_wakeup_fd(const WorkerConn *conn);
 
 /*
  * Read the next frame into *frame. The wakeup fd must be ours (see above), or a signal that
- * arrives just before the read is noticed only by the next one. Returns 0; -EINTR when a signal handler raised a Python
- * exception (it is left set, and the partial frame is kept for the next call); -EPIPE at end of
- * stream; -EBADMSG on a malformed header; another negative errno on a read error.
+ * arrives just before the read is noticed only by the next one. Returns 0 on success.
+ * Returns -EINTR when a signal handler raised a Python exception, which is left set, and keeps
+ * the partial frame for the next call. Returns -EPIPE at end of stream, -EBADMSG for a
+ * malformed header and another negative errno when the read fails.
  */
 int worker_conn_read(WorkerConn *conn, WorkerFrame *frame);
 
@@ -69,7 +70,7 @@ int worker_conn_write(WorkerConn *conn, WorkerFrameType type, uint64_t id, const
 
 /*
  * Read frames until a SESSION_RESP for call `id` arrives. Meanwhile CREDIT frames of the running
- * stream add credit, a CALL is answered with a worker_busy error, and stale frames are dropped.
+ * stream add credit, a CALL gets a worker_busy error reply, and stale frames are dropped.
  * Returns 0 or an error of worker_conn_read().
  */
 int worker_conn_wait_session(WorkerConn *conn, uint64_t id, WorkerFrame *frame);

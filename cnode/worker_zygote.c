@@ -13,8 +13,8 @@
  *   - The worker calls PyOS_AfterFork_Child() before any other Python API, which rebuilds the
  *     interpreter's thread and lock state; after that it owns the interpreter. It closes the
  *     zygote's fds (the control socket and the daemon pidfd) and never writes to them. Threads
- *     that preloaded code started in the zygote do not exist in the worker; native thread pools
- *     (BLAS, OpenMP) are why the zygote caps them at --blas-threads before Py_Initialize.
+ *     that preloaded code started in the zygote do not exist in the worker. That is why the
+ *     zygote caps native thread pools (BLAS, OpenMP) at --blas-threads before Py_Initialize.
  *   - Files that preloaded modules opened stay shared with the zygote, as after any fork.
  */
 #include "worker_zygote.h"
