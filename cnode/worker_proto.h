@@ -36,6 +36,7 @@
 #define WORKER_PROTO_VERSION 1
 #define WORKER_FRAME_HEADER_SIZE 13 /* u32 length + u8 type + u64 id */
 #define WORKER_FRAME_MIN_LENGTH 9   /* the length field counts type + id + payload */
+#define WORKER_PROTO_ETF_VERSION 131 /* first byte of every payload */
 
 typedef enum {
     WORKER_FRAME_HELLO = 1,
