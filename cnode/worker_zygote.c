@@ -187,17 +187,25 @@ static int probe_version(const char *exe, int *major, int *minor)
         return r;
     }
     struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    bool eof = false;
     while (have < sizeof(out) - 1 && poll(&pfd, 1, WORKER_ZYGOTE_VERSION_PROBE_TIMEOUT_MS) > 0) {
         ssize_t n = read(fds[0], out + have, sizeof(out) - 1 - have);
         if (n <= 0) {
+            eof = true;
             break;
         }
         have += (size_t)n;
     }
     close(fds[0]);
-    if (waitpid(pid, &status, WNOHANG) == 0) {
-        kill(pid, SIGKILL); /* our own probe child, still running past the timeout */
-        waitpid(pid, &status, 0);
+    /*
+     * End of file only says the probe closed its stdout: it may still be finalizing, so wait
+     * for it. Without end of file the probe timed out or printed too much: kill our own child.
+     */
+    if (!eof) {
+        kill(pid, SIGKILL);
+    }
+    waitpid(pid, &status, 0);
+    if (!eof) {
         return -ETIMEDOUT;
     }
     return parse_version(out, major, minor);
