@@ -546,8 +546,11 @@ void worker_pool_on_frame(WorkerPool *pool, Worker *w, WorkerFrameType type, uin
 
     switch (type) {
     case WORKER_FRAME_HELLO:
+        /* The worker's socket and the zygote's control socket race: keep an early HELLO. */
         if (w->state == WORKER_STARTING) {
             worker_pool_on_worker_ready(pool, w);
+        } else if (w->state == WORKER_FORKING) {
+            w->hello_early = true;
         }
         break;
     case WORKER_FRAME_REPLY:
