@@ -4,14 +4,17 @@
  * a small request in external term format over a socketpair to a forked child that embeds
  * CPython. The child decodes {Command, [A, B]} with ei, calls operator.add(A, B) and sends back
  * {ok, Sum}. Frames are a 4-byte big-endian length and the payload. The parent times each round
- * trip with CLOCK_MONOTONIC and prints key=value lines (microseconds) for pool_bench.exs.
+ * trip with CLOCK_MONOTONIC and prints key=value lines (microseconds) for pool_bench.exs,
+ * with the on-CPU time of each process per call from /proc/PID/schedstat.
  *
- * Usage: bench_socketpair_floor [CALLS]   (default 20000, after 1000 warm-up calls)
+ * Usage: bench_socketpair_floor [--samples] [CALLS]   (default 20000, after 1000 warm-up calls)
+ * --samples also prints every round trip, one "sample_us=" line each, in call order.
  */
 #include <Python.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +179,29 @@ static int compare_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* On-CPU time of the main thread of `pid` in nanoseconds, or -1 where schedstat is missing. */
+static long long cpu_ns(pid_t pid)
+{
+    char path[64];
+    long long ns = -1;
+
+    snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (f) {
+        if (fscanf(f, "%lld", &ns) != 1) {
+            ns = -1;
+        }
+        fclose(f);
+    }
+    return ns;
+}
+
+/* Microseconds per call between two cpu_ns() readings. */
+static double per_call_us(const long long ns[2], long calls)
+{
+    return (double)(ns[1] - ns[0]) / 1e3 / (double)calls;
+}
+
 static double now_us(void)
 {
     struct timespec ts;
@@ -185,8 +211,10 @@ static double now_us(void)
 }
 
 /* Time `calls` round trips (after the warm-up) and print the percentiles. */
-static int measure(int fd, long calls)
+static int measure(int fd, pid_t child, long calls, bool print_samples)
 {
+    long long parent_cpu[2] = {0, 0};
+    long long child_cpu[2] = {0, 0};
     double *samples = calloc((size_t)calls, sizeof(*samples));
     char reply[FLOOR_FRAME_MAX];
     ei_x_buff request;
@@ -204,6 +232,10 @@ static int measure(int fd, long calls)
     ei_x_encode_long(&request, 2);
     ei_x_encode_empty_list(&request);
     for (long i = -FLOOR_WARMUP_CALLS; i < calls && r >= 0; i++) {
+        if (i == 0) {
+            parent_cpu[0] = cpu_ns(getpid());
+            child_cpu[0] = cpu_ns(child);
+        }
         double start = now_us();
         r = send_frame(fd, request.buff, (size_t)request.index);
         if (r >= 0) {
@@ -214,13 +246,22 @@ static int measure(int fd, long calls)
             sum += samples[i];
         }
     }
+    parent_cpu[1] = cpu_ns(getpid());
+    child_cpu[1] = cpu_ns(child);
     ei_x_free(&request);
+    if (r >= 0 && print_samples) {
+        for (long i = 0; i < calls; i++) {
+            printf("sample_us=%.1f\n", samples[i]);
+        }
+    }
     if (r >= 0) {
         qsort(samples, (size_t)calls, sizeof(*samples), compare_double);
         printf("calls=%ld\n", calls);
         printf("p50_us=%.1f\n", samples[calls / 2]);
         printf("p99_us=%.1f\n", samples[calls * 99 / 100]);
         printf("mean_us=%.1f\n", sum / (double)calls);
+        printf("parent_cpu_us=%.1f\n", per_call_us(parent_cpu, calls));
+        printf("child_cpu_us=%.1f\n", per_call_us(child_cpu, calls));
     }
     free(samples);
     return r;
@@ -228,12 +269,15 @@ static int measure(int fd, long calls)
 
 int main(int argc, char **argv)
 {
-    long calls = argc > 1 ? strtol(argv[1], NULL, 10) : FLOOR_DEFAULT_CALLS;
+    bool print_samples = argc > 1 && strcmp(argv[1], "--samples") == 0;
+    int first = print_samples ? 2 : 1;
+    long calls = argc > first ? strtol(argv[first], NULL, 10) : FLOOR_DEFAULT_CALLS;
     int sv[2];
     int status;
 
-    if (calls < 1 || calls > FLOOR_MAX_CALLS) {
-        fprintf(stderr, "usage: %s [CALLS], CALLS from 1 to %d\n", argv[0], FLOOR_MAX_CALLS);
+    if (argc > first + 1 || calls < 1 || calls > FLOOR_MAX_CALLS) {
+        fprintf(stderr, "usage: %s [--samples] [CALLS], CALLS from 1 to %d\n", argv[0],
+                FLOOR_MAX_CALLS);
         return 64;
     }
     ei_init();
@@ -251,7 +295,7 @@ int main(int argc, char **argv)
         _exit(serve(sv[1]));
     }
     close(sv[1]);
-    int r = measure(sv[0], calls);
+    int r = measure(sv[0], pid, calls, print_samples);
     close(sv[0]);
     if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         fprintf(stderr, "bench_socketpair_floor: the Python child failed\n");
