@@ -295,21 +295,33 @@ Test(config, string_too_long)
     cr_assert_str_eq(c.store_backend, "memory", "field changed by a rejected value");
 }
 
-/* A value as long as its field allows (python paths hold 1023 bytes) fits on one line. */
-Test(config, long_line_within_field_size)
+/* libinih reads lines into a 200-byte buffer: 199 bytes fit, a longer line is named. */
+Test(config, line_length_limit)
 {
     Config c;
     char err[CONFIG_ERROR_MAX];
     char text[1200];
-    char path[600];
+    char line[256];
+    const char key[] = "python = ";
 
-    memset(path, 'p', sizeof(path) - 1);
-    path[0] = '/';
-    path[sizeof(path) - 1] = '\0';
-    snprintf(text, sizeof(text), "[pool default]\npython = %s\n", path);
-    cr_assert_eq(parse(&c, text, err, sizeof(err)), 0, "a %zu-byte line gave: %s",
-                 strlen(text) - 15, err);
-    cr_assert_str_eq(c.pools[0].python, path);
+    memset(line, 'p', sizeof(line));
+    memcpy(line, key, strlen(key));
+    line[strlen(key)] = '/';
+    line[199] = '\0';
+    snprintf(text, sizeof(text), "[pool default]\n%s\nsize = 2\n", line);
+    cr_assert_eq(parse(&c, text, err, sizeof(err)), 0, "a 199-byte line gave: %s", err);
+    cr_assert_str_eq(c.pools[0].python, line + strlen(key));
+    cr_assert_eq(c.pools[0].size, 2, "the line after it is parsed whole");
+
+    /* Without a final newline, too. */
+    snprintf(text, sizeof(text), "[pool default]\n%s", line);
+    cr_assert_eq(parse(&c, text, err, sizeof(err)), 0, "a 199-byte last line gave: %s", err);
+
+    line[199] = 'p';
+    line[200] = '\0';
+    snprintf(text, sizeof(text), "[pool default]\n%s\nsize = 2\n", line);
+    cr_assert_eq(parse(&c, text, err, sizeof(err)), -EINVAL);
+    cr_assert_str_eq(err, "line 2: the line is longer than 199 bytes, the maximum");
 }
 
 /* With several bad lines, the message is the one of the line it names. */
