@@ -80,7 +80,8 @@ defmodule Snakepit.Test.OsProcess do
         :stderr_to_stdout,
         {:line, 1_048_576},
         args: args,
-        env: Enum.map(env, fn {k, v} -> {to_charlist(k), to_charlist(v)} end)
+        # A value of false removes the variable from the inherited environment.
+        env: Enum.map(env, fn {k, v} -> {to_charlist(k), v && to_charlist(v)} end)
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
@@ -257,11 +258,12 @@ defmodule Snakepit.Test.Peer do
   alias Snakepit.Test.{Daemon, OsProcess}
 
   @doc """
-  Start `elixir --sname NAME --cookie COOKIE peer.exs MODE ARGS...`. Options: `:cookie`,
-  `:erl` (flags for the VM, e.g. "-kernel net_ticktime 4"). Stopped when the test ends.
+  Start `elixir --sname NAME --cookie COOKIE peer.exs MODE ARGS...`. Options: `:name`,
+  `:cookie`, `:erl` (flags for the VM, e.g. "-kernel net_ticktime 4"). Stopped when the test
+  ends. Returns `{process, node}`.
   """
   def start!(mode, args, opts \\ []) do
-    name = Daemon.unique_name("peer")
+    name = Keyword.get_lazy(opts, :name, fn -> Daemon.unique_name("peer") end)
     cookie = Keyword.get(opts, :cookie, Daemon.cookie())
     erl = if opts[:erl], do: ["--erl", opts[:erl]], else: []
     script = Path.expand("peer.exs", __DIR__)
@@ -272,7 +274,8 @@ defmodule Snakepit.Test.Peer do
     {proc, String.to_atom("#{name}@#{host()}")}
   end
 
-  defp host do
+  @doc "The host part of this node's name, which peers share."
+  def host do
     [_, host] = node() |> Atom.to_string() |> String.split("@")
     host
   end
