@@ -36,7 +36,11 @@ defmodule Bench do
       end
 
     sorted = samples |> Enum.sort() |> List.to_tuple()
-    pick = fn q -> elem(sorted, min(tuple_size(sorted) - 1, trunc(q * tuple_size(sorted)))) / 1000 end
+
+    pick = fn q ->
+      elem(sorted, min(tuple_size(sorted) - 1, trunc(q * tuple_size(sorted)))) / 1000
+    end
+
     {pick.(0.5), pick.(0.99)}
   end
 
@@ -93,6 +97,7 @@ results =
 summary =
   for {label, _} <- targets do
     mine = for {^label, r} <- results, do: r
+
     {label,
      {Bench.median(Enum.map(mine, &elem(&1, 0))), Bench.median(Enum.map(mine, &elem(&1, 1))),
       Bench.median(Enum.map(mine, &elem(&1, 2)))}}
@@ -107,14 +112,19 @@ OTP #{System.otp_release()}, Elixir #{System.version()}, #{String.trim(cpus)} CP
 #{rounds} rounds (medians shown); latency: #{samples} sequential calls; throughput: #{callers} callers for #{window_ms} ms
 """)
 
-IO.puts(String.pad_trailing("target", 30) <> String.pad_leading("p50 us", 10) <>
-          String.pad_leading("p99 us", 10) <> String.pad_leading("calls/s (#{callers})", 18))
+IO.puts(
+  String.pad_trailing("target", 30) <>
+    String.pad_leading("p50 us", 10) <>
+    String.pad_leading("p99 us", 10) <> String.pad_leading("calls/s (#{callers})", 18)
+)
 
 for {label, {p50, p99, cps}} <- summary do
-  IO.puts(String.pad_trailing(label, 30) <>
-            String.pad_leading(:erlang.float_to_binary(p50, decimals: 1), 10) <>
-            String.pad_leading(:erlang.float_to_binary(p99, decimals: 1), 10) <>
-            String.pad_leading(Integer.to_string(round(cps)), 18))
+  IO.puts(
+    String.pad_trailing(label, 30) <>
+      String.pad_leading(:erlang.float_to_binary(p50, decimals: 1), 10) <>
+      String.pad_leading(:erlang.float_to_binary(p99, decimals: 1), 10) <>
+      String.pad_leading(Integer.to_string(round(cps)), 18)
+  )
 end
 
 [{_, {d50, d99, dcps}}, {_, {e50, e99, ecps}}, {_, {g50, _, gcps}}] = summary

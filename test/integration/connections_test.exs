@@ -19,8 +19,13 @@ defmodule Snakepit.Test.ConnectionsTest do
 
   defp await!(proc, regex, timeout) do
     case OsProcess.await_line(proc, regex, timeout) do
-      {:ok, captures} -> captures
-      other -> flunk("waited for #{inspect(regex)}: #{inspect(other)}\n#{Enum.join(OsProcess.lines(proc), "\n")}")
+      {:ok, captures} ->
+        captures
+
+      other ->
+        flunk(
+          "waited for #{inspect(regex)}: #{inspect(other)}\n#{Enum.join(OsProcess.lines(proc), "\n")}"
+        )
     end
   end
 
@@ -68,7 +73,10 @@ defmodule Snakepit.Test.ConnectionsTest do
     daemon = Daemon.start!()
     os_pid = Daemon.os_pid(daemon)
     fds_before = Proc.fd_count(os_pid)
-    {peer, peer_node} = Peer.start!("pings", [Atom.to_string(daemon.node), "1000"], cookie: "wrong")
+
+    {peer, peer_node} =
+      Peer.start!("pings", [Atom.to_string(daemon.node), "1000"], cookie: "wrong")
+
     assert [_, "0", "1000"] = await!(peer, ~r/^PINGS pong=(\d+) pang=(\d+)$/, 90_000)
 
     # Handshakes run on acceptor threads: give the last one a moment to finish closing.
@@ -91,6 +99,7 @@ defmodule Snakepit.Test.ConnectionsTest do
     await!(daemon.proc, ~r/Node #{peer_node} connected/, 1000)
 
     OsProcess.signal(peer, "KILL")
+
     {us, result} =
       :timer.tc(fn ->
         OsProcess.await_line(daemon.proc, ~r/Node #{peer_node} disconnected/, 1000)
@@ -126,8 +135,12 @@ defmodule Snakepit.Test.ConnectionsTest do
 
     await!(peer, ~r/^CONNECTED ticktime=4$/, 30_000)
     result = await!(peer, ~r/^IDLE (.*)$/, 30_000)
-    assert result == ["IDLE nodedown=false connected=true call=:pong",
-                      "nodedown=false connected=true call=:pong"]
+
+    assert result == [
+             "IDLE nodedown=false connected=true call=:pong",
+             "nodedown=false connected=true call=:pong"
+           ]
+
     refute Enum.any?(Daemon.lines(daemon), &(&1 =~ "Node #{peer_node} disconnected"))
   end
 
@@ -143,10 +156,15 @@ defmodule Snakepit.Test.ConnectionsTest do
     Process.sleep(300)
     results = for _ <- 1..200, do: call_ms(daemon.node)
 
+    # The daemon reads up to 1 MiB from one peer per callback, so a call may wait behind that
+    # much of the flooder's backlog: tens of ms in a sanitizer build, under 20 ms otherwise.
     for {{result, ms}, i} <- Enum.with_index(results, 1) do
       assert result == :pong
-      assert ms < 50, "call #{i} took #{ms} ms while #{flooder_node} was stopped"
+      assert ms < 100, "call #{i} took #{ms} ms while #{flooder_node} was stopped"
     end
+
+    median = results |> Enum.map(&elem(&1, 1)) |> Enum.sort() |> Enum.at(100)
+    assert median < 5, "median call took #{median} ms while #{flooder_node} was stopped"
 
     OsProcess.signal(flooder, "CONT")
   end
@@ -156,7 +174,13 @@ defmodule Snakepit.Test.ConnectionsTest do
     File.write!(path, "[node]\nmax_output_bytes = 65536\n")
     on_exit(fn -> File.rm(path) end)
     daemon = Daemon.start!(args: ["--config", path])
-    {flooder, flooder_node} = Peer.start!("flood", [Atom.to_string(daemon.node)])
+    # A small receive buffer on the flooder keeps the kernel from absorbing megabytes of
+    # replies, so the daemon's own queue reaches its limit soon after the flooder stops.
+    {flooder, flooder_node} =
+      Peer.start!("flood", [Atom.to_string(daemon.node)],
+        erl: "-kernel inet_dist_connect_options [{recbuf,4096}]"
+      )
+
     await!(flooder, ~r/^FLOODING$/, 30_000)
     Process.sleep(500)
     OsProcess.signal(flooder, "STOP")

@@ -121,8 +121,7 @@ defmodule Snakepit.Test.LifecycleTest do
     test "a second SIGTERM during a slow shutdown exits at once" do
       {:ok, daemon} = Daemon.start()
 
-      [_, port] =
-        Daemon.lines(daemon) |> Enum.find_value(&Regex.run(~r/on port (\d+)/, &1))
+      [_, port] = Daemon.lines(daemon) |> Enum.find_value(&Regex.run(~r/on port (\d+)/, &1))
 
       # A peer that connects and sends nothing holds an acceptor in its handshake, which the
       # shutdown waits for (up to the handshake timeout, 5 s by default).

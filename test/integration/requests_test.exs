@@ -129,7 +129,10 @@ defmodule Snakepit.Test.RequestsTest do
   describe "message size limit" do
     test "a 70 MB call gets too_large and the connection stays", %{node: node} do
       big = :binary.copy("x", 70_000_000)
-      assert {:error, error} = GenServer.call({:snakepit, node}, {:execute, "x", [big], []}, 30_000)
+
+      assert {:error, error} =
+               GenServer.call({:snakepit, node}, {:execute, "x", [big], []}, 30_000)
+
       assert %{kind: :too_large, retryable: false, message: message} = error
       assert message =~ "67108864"
       assert node in Node.list(:hidden)
@@ -140,6 +143,7 @@ defmodule Snakepit.Test.RequestsTest do
       alias_ref = :erlang.alias()
       tag = [:alias | alias_ref]
       big = :binary.copy("y", 70_000_000)
+
       assert {:reply, reply_tag, {:error, %{kind: :too_large}}} =
                raw_call(node, :snakepit, tag, {:echo, big}, 30_000)
 
@@ -155,7 +159,9 @@ defmodule Snakepit.Test.SizeLimitTest do
   @limit 4096
 
   setup do
-    path = Path.join(System.tmp_dir!(), "snakepit-limit-#{System.unique_integer([:positive])}.ini")
+    path =
+      Path.join(System.tmp_dir!(), "snakepit-limit-#{System.unique_integer([:positive])}.ini")
+
     File.write!(path, "[node]\nmax_message_bytes = #{@limit}\n")
     on_exit(fn -> File.rm(path) end)
     daemon = Daemon.start!(args: ["--config", path])

@@ -23,6 +23,10 @@ if ! epmd -names >/dev/null 2>&1; then
     done
 fi
 
+# With a sanitizer build (SNAKEPIT_BUILD_DIR=build-asan), undefined behaviour stops the daemon
+# too, so that a test fails on it.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
 cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 log=$(mktemp)
 SNAKEPIT_CNODE=$daemon elixir --sname "runner_$$" --cookie "$cookie" \

@@ -44,31 +44,37 @@ defmodule Snakepit.Test.OsProcess do
     :ok
   end
 
-  @doc "Stop the process: SIGTERM, then SIGKILL after `grace` ms. Returns the exit status."
+  @doc "Stop the process and release its port. Returns the exit status."
   def stop(%__MODULE__{} = p, grace \\ 5000) do
-    status =
-      case exit_status(p) do
-        nil ->
-          # A stopped process only acts on SIGTERM once it runs again.
-          System.cmd("kill", ["-CONT", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
-          System.cmd("kill", ["-TERM", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
-
-          case await_exit(p, grace) do
-            {:ok, status} ->
-              status
-
-            :timeout ->
-              System.cmd("kill", ["-KILL", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
-              {:ok, status} = await_exit(p, 5000)
-              status
-          end
-
-        status ->
-          status
-      end
-
+    status = stop_process(p, grace)
     GenServer.stop(p.server)
     status
+  end
+
+  @doc """
+  End the process (SIGTERM, then SIGKILL after `grace` ms) but keep its output readable.
+  Returns the exit status.
+  """
+  def stop_process(%__MODULE__{} = p, grace \\ 5000) do
+    case exit_status(p) do
+      nil ->
+        # A stopped process only acts on SIGTERM once it runs again.
+        System.cmd("kill", ["-CONT", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
+        System.cmd("kill", ["-TERM", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
+
+        case await_exit(p, grace) do
+          {:ok, status} ->
+            status
+
+          :timeout ->
+            System.cmd("kill", ["-KILL", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
+            {:ok, status} = await_exit(p, 5000)
+            status
+        end
+
+      status ->
+        status
+    end
   end
 
   @impl true
@@ -221,10 +227,23 @@ defmodule Snakepit.Test.Daemon do
     end
   end
 
-  @doc "Start the daemon for the current test and stop it when the test ends."
+  @doc """
+  Start the daemon for the current test and stop it when the test ends. The test fails if the
+  daemon printed a sanitizer report (when the build has -Db_sanitize).
+  """
   def start!(opts \\ []) do
     {:ok, daemon} = start(opts)
-    ExUnit.Callbacks.on_exit(fn -> stop(daemon) end)
+
+    ExUnit.Callbacks.on_exit(fn ->
+      OsProcess.stop_process(daemon.proc)
+      output = lines(daemon)
+      stop(daemon)
+
+      if Enum.any?(output, &(&1 =~ ~r/runtime error:|Sanitizer/)) do
+        raise "the daemon printed a sanitizer report:\n" <> Enum.join(output, "\n")
+      end
+    end)
+
     daemon
   end
 
