@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# Benchmark of the C node core, run by core_bench.sh on a distributed elixir node: round-trip
-# latency of GenServer.call(:ping) with one caller (p50, p99) and calls per second with eight
-# concurrent callers, for snakepit-cnode and two baselines started in the same run: the
-# blocking echo C node (echo_cnode) and a trivial GenServer on another BEAM node.
+# Benchmark of the C node core, run by core_bench.sh on a distributed elixir node. It measures
+# the round-trip latency of GenServer.call(:ping) with one caller (p50, p99) and the calls per
+# second with eight concurrent callers. The targets are snakepit-cnode and two baselines
+# started in the same run: the blocking echo C node (echo_cnode) and a trivial GenServer on
+# another BEAM node.
 
 Code.require_file("../integration/support/daemon.exs", __DIR__)
 alias Snakepit.Test.{Daemon, OsProcess}

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The benchmark's floor: the plainest C node erl_interface allows. One connection at a time,
- * a blocking ei_xreceive_msg loop, and `{Tag, pong}` sent to the caller's pid for every
- * `$gen_call` (net_kernel's is_auth gets `yes`, so Node.ping works). No limits, no event loop,
- * no other features: what snakepit-cnode costs on top of this is its own overhead.
+ * The benchmark's floor: the plainest C node erl_interface allows. It serves one connection
+ * at a time with a blocking ei_xreceive_msg loop and sends `{Tag, pong}` to the caller's pid
+ * for every `$gen_call` (net_kernel's is_auth gets `yes`, so Node.ping works). It has no
+ * limits, no event loop and no other features, so what snakepit-cnode costs on top of it is
+ * the daemon's own overhead.
  *
  *   echo_cnode SNAME COOKIE     prints "READY sname@host" once published
  */

@@ -151,8 +151,8 @@ defmodule Snakepit.Test.ConnectionsTest do
     Process.sleep(500)
     OsProcess.signal(flooder, "STOP")
 
-    # The daemon still holds calls from the flooder in its socket and answers them into a
-    # connection nobody reads.
+    # Calls from the flooder are still in the daemon's socket, and the daemon sends their
+    # replies into a connection that no process reads.
     Process.sleep(300)
     results = for _ <- 1..200, do: call_ms(daemon.node)
 

@@ -123,8 +123,8 @@ defmodule Snakepit.Test.LifecycleTest do
 
       [_, port] = Daemon.lines(daemon) |> Enum.find_value(&Regex.run(~r/on port (\d+)/, &1))
 
-      # A peer that connects and sends nothing holds an acceptor in its handshake, which the
-      # shutdown waits for (up to the handshake timeout, 5 s by default).
+      # A peer that connects and sends nothing keeps an acceptor thread in its handshake, and
+      # the shutdown waits for that thread (up to the handshake timeout, 5 s by default).
       {:ok, socket} =
         :gen_tcp.connect(~c"127.0.0.1", String.to_integer(port), [:binary, active: false])
 

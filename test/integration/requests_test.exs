@@ -64,9 +64,11 @@ defmodule Snakepit.Test.RequestsTest do
     test "info shape", %{node: node} do
       assert {:ok, info} = GenServer.call({:snakepit, node}, :info)
       assert %{version: version, node: ^node, pools: pools, store: _, uptime_ms: uptime} = info
-      assert is_binary(version) and version =~ ~r/^\d+\.\d+\.\d+/
+      assert is_binary(version)
+      assert version =~ ~r/^\d+\.\d+\.\d+/
       assert is_list(pools)
-      assert is_integer(uptime) and uptime >= 0
+      assert is_integer(uptime)
+      assert uptime >= 0
       Process.sleep(50)
       assert {:ok, %{uptime_ms: later}} = GenServer.call({:snakepit, node}, :info)
       assert later >= uptime + 50
@@ -174,9 +176,9 @@ defmodule Snakepit.Test.SizeLimitTest do
   end
 
   test "limit and limit + 1", %{daemon: daemon, node: node} do
-    # The daemon logs the frame size of a dropped message; from one over-limit probe, the
-    # binary size that makes the frame exactly the limit follows (the binary's length field
-    # has a fixed width, so frame size and binary size move together).
+    # The daemon logs the frame size of a dropped message. The length field of a binary has a
+    # fixed width, so frame size and binary size move together, and one over-limit probe gives
+    # the binary size that makes the frame exactly the limit.
     probe = 2 * @limit
     assert {:error, %{kind: :too_large}} = call_with(node, probe)
 

@@ -14,7 +14,7 @@ if [ ! -x "$daemon" ]; then
     exit 1
 fi
 
-# epmd has no pid file, so it is left running; whoever runs the whole CI stops it.
+# epmd has no pid file, so it is left running. The CI script stops it.
 if ! epmd -names >/dev/null 2>&1; then
     epmd -daemon
     for _ in $(seq 50); do

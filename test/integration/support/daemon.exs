@@ -309,7 +309,7 @@ defmodule Snakepit.Test.Proc do
   @doc "User plus system CPU time in clock ticks (fields 14 and 15 of /proc/PID/stat)."
   def cpu_ticks(os_pid) do
     stat = File.read!("/proc/#{os_pid}/stat")
-    # The command name may contain spaces; the fields after it start past the last ')'.
+    # The command name may contain spaces, so the fields are counted from the last ')'.
     fields = stat |> String.split(") ") |> List.last() |> String.split()
     String.to_integer(Enum.at(fields, 11)) + String.to_integer(Enum.at(fields, 12))
   end
