@@ -23,7 +23,7 @@ echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*:
     "$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>}"
 
-for exe in cnode/snakepit-cnode cnode/snakepit-worker test/bench_socketpair_floor \
+for exe in cnode/snakepit-cnode cnode/snakepit-worker test/bench/bench_socketpair_floor \
            test/bench/echo_cnode; do
     if [ ! -x "$build/$exe" ]; then
         echo "pool_bench: $build/$exe is missing; build with: meson setup build && ninja -C build" >&2
@@ -42,7 +42,7 @@ fi
 
 cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 SNAKEPIT_CNODE=$build/cnode/snakepit-cnode \
-BENCH_FLOOR=$build/test/bench_socketpair_floor \
+BENCH_FLOOR=$build/test/bench/bench_socketpair_floor \
 BENCH_ECHO_CNODE=$build/test/bench/echo_cnode \
 BENCH_PORT_WORKER=$root/test/bench/port_worker.py \
 BENCH_PYTHON=${BENCH_PYTHON:-/usr/bin/python3} \
