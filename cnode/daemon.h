@@ -22,6 +22,8 @@ typedef struct {
 
 #define DAEMON_MAX_ALLOWED (CONFIG_MAX_LIBRARIES * 2)
 
+typedef struct DaemonObs DaemonObs;
+
 typedef struct Daemon {
     struct ev_loop *loop;
     Config *config;
@@ -46,6 +48,9 @@ typedef struct Daemon {
 
     Store *store;
     bool store_up;
+    uint64_t session_count; /* from the last expiry pass */
+    DaemonObs *obs;
+    uint64_t next_correlation;
     ev_timer expire_timer;
 } Daemon;
 

@@ -10,7 +10,6 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "worker_proto.h"
 
 /* Error replies hold no more than this much of the exception's args. */
 #define WORKER_CALL_ERROR_ARGS_MAX_BYTES 65536
@@ -249,38 +248,47 @@ out:
 }
 
 /* The error reply when describe() itself failed: only the exception's C type name is safe. */
-static int encode_undescribed(ei_x_buff *x, PyObject *type)
+static int encode_undescribed(ei_x_buff *x, PyObject *exc)
 {
-    const char *name = type && PyType_Check(type) ? ((PyTypeObject *)type)->tp_name : "unknown";
+    const char *name = exc ? Py_TYPE(exc)->tp_name : "unknown exception";
     char message[256];
 
     snprintf(message, sizeof(message), "%s raised, and describing it failed", name);
     return worker_call_encode_error(x, "python_exception", message);
 }
 
-int worker_call_encode_exception(ei_x_buff *x, const EtfPyLimits *limits)
+PyObject *worker_call_take_exception(void)
 {
-    PyObject *type = NULL, *value = NULL, *tb = NULL, *desc = NULL;
-    ExceptionFields fields;
-    int r;
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
 
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
-    if (tb && value) {
+    if (value && tb) {
         PyException_SetTraceback(value, tb);
     }
-    if (value) {
-        desc = PyObject_CallOneArg(runtime_describe, value);
-    }
+    Py_XDECREF(tb);
+    Py_XDECREF(type);
+    return value;
+#endif
+}
+
+int worker_call_encode_exception(ei_x_buff *x, const EtfPyLimits *limits)
+{
+    PyObject *exc = worker_call_take_exception();
+    PyObject *desc = exc ? PyObject_CallOneArg(runtime_describe, exc) : NULL;
+    ExceptionFields fields;
+    int r;
+
     if (desc && unpack_description(desc, &fields) == 0) {
         r = encode_fields(x, &fields, limits);
     } else {
         PyErr_Clear();
-        r = encode_undescribed(x, type);
+        r = encode_undescribed(x, exc);
     }
     Py_XDECREF(desc);
-    Py_XDECREF(tb);
-    Py_XDECREF(value);
-    Py_XDECREF(type);
+    Py_XDECREF(exc);
     return r;
 }

@@ -29,7 +29,8 @@ PyObject *worker_call_invoke(PyObject *command, PyObject *args);
 /* Encode {ok, Result} for `result` (borrowed), or the codec's error reply when it cannot travel. */
 int worker_call_encode_ok(ei_x_buff *x, PyObject *result, const EtfPyLimits *limits);
 
-/* Encode one stream chunk. Returns 0, or -1 with *err filled when `item` (borrowed) cannot travel. */
+/* Encode one stream chunk. Returns 0, or -1 with *err filled when `item` (borrowed) cannot be
+ * encoded. */
 int worker_call_encode_chunk(ei_x_buff *x, PyObject *item, const EtfPyLimits *limits,
                              EtfPyError *err);
 
@@ -39,6 +40,12 @@ int worker_call_encode_chunk(ei_x_buff *x, PyObject *item, const EtfPyLimits *li
  * not_allowed) have kind, message and retryable only.
  */
 int worker_call_encode_exception(ei_x_buff *x, const EtfPyLimits *limits);
+
+/*
+ * Take the raised Python exception out of the error indicator, normalized and with its
+ * traceback attached. Returns a new reference, or NULL when no exception is set.
+ */
+PyObject *worker_call_take_exception(void);
 
 /* Encode {error, #{kind, message, retryable}}; `kind` and `message` are borrowed C strings. */
 int worker_call_encode_error(ei_x_buff *x, const char *kind, const char *message);

@@ -122,9 +122,10 @@ static int conn_read_payload(WorkerConn *conn)
 
 int worker_conn_read(WorkerConn *conn, WorkerFrame *frame)
 {
+    bool between_frames = !conn->in_payload && conn->header_have == 0;
     int r;
 
-    if (!conn->in_payload && conn->header_have == 0 && conn->buf_cap > WORKER_CONN_KEEP_BUFFER_BYTES) {
+    if (between_frames && conn->buf_cap > WORKER_CONN_KEEP_BUFFER_BYTES) {
         free(conn->buf);
         conn->buf = NULL;
         conn->buf_cap = 0;

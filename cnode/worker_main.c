@@ -73,7 +73,7 @@ static void print_usage(FILE *out)
             "  --pool NAME               pool name, used in log lines\n"
             "  --daemon-pid PID          pid of snakepit-cnode, the workers' parent\n"
             "  --preload M1,M2           modules to import before forking workers\n"
-            "  --allow M1,M2             modules (and their submodules) that python.* calls may use\n"
+            "  --allow M1,M2             modules (with submodules) that python.* calls may use\n"
             "  --adapter PKG.MOD:CLASS   adapter class whose tools serve other commands\n"
             "  --blas-threads N          default for OPENBLAS/OMP/MKL/NUMEXPR_NUM_THREADS"
             " (default 1)\n"

@@ -4,8 +4,8 @@
  * snakepit._runtime.call, and write one REPLY; a streaming call writes a CHUNK per item first,
  * pausing when the daemon's credit runs out. A reply never exceeds the message size limit: a
  * result that does not fit becomes a too_large error. The daemon interrupts a call past its
- * deadline with SIGINT, which Python raises as KeyboardInterrupt; an interrupt that lands between
- * calls belonged to a call that already replied and is dropped.
+ * deadline with SIGINT, which Python raises as KeyboardInterrupt. An interrupt that lands between
+ * calls belonged to a call that already replied, so it is dropped.
  */
 #include "worker_serve.h"
 
@@ -47,18 +47,16 @@ typedef struct {
     bool stream;
 } CallRequest;
 
+/* Flush what Python code printed before the process exits without finalizing Python. */
 static void flush_python_stdio(void)
 {
-    PyObject *type, *value, *tb;
-
-    PyErr_Fetch(&type, &value, &tb);
+    PyErr_Clear();
     PyRun_SimpleString("import sys\n"
                        "for s in (sys.stdout, sys.stderr):\n"
                        "    try:\n"
                        "        s.flush()\n"
                        "    except Exception:\n"
                        "        pass\n");
-    PyErr_Restore(type, value, tb);
 }
 
 _Noreturn void worker_serve_exit_on_error(int r)
@@ -72,9 +70,10 @@ _Noreturn void worker_serve_exit_on_error(int r)
     _exit(WORKER_SERVE_EXIT_PROTOCOL);
 }
 
+/* Exit after an allocation failed while encoding for call `id` (0: no call). */
 static _Noreturn void exit_out_of_memory(uint64_t id)
 {
-    log_error("Out of memory encoding the reply of call %llu, stopping the worker",
+    log_error("Out of memory encoding a frame of call %llu, stopping the worker",
               (unsigned long long)id);
     _exit(WORKER_SERVE_EXIT_NO_MEMORY);
 }
@@ -338,14 +337,14 @@ static void drop_signal_exception(void)
 }
 
 /* Give a buffer grown by a large reply back to the allocator, so the worker's RSS shrinks. */
-static void release_large_buffer(ei_x_buff *x, uint32_t worker_id)
+static void release_large_buffer(ei_x_buff *x)
 {
     if (x->buffsz <= WORKER_SERVE_KEEP_BUFFER_BYTES) {
         return;
     }
     ei_x_free(x);
     if (ei_x_new(x) < 0) {
-        exit_out_of_memory(worker_id);
+        exit_out_of_memory(0);
     }
 }
 
@@ -378,8 +377,8 @@ _Noreturn void worker_serve_run(const WorkerServeParams *params)
             continue;
         }
         serve_call(&s, &f);
-        release_large_buffer(&s.reply, params->worker_id);
-        release_large_buffer(&s.chunk, params->worker_id);
+        release_large_buffer(&s.reply);
+        release_large_buffer(&s.chunk);
         if (PyErr_CheckSignals() < 0) {
             drop_signal_exception();
         }

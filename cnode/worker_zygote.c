@@ -5,7 +5,7 @@
  *
  * Each worker comes from a double fork, so that its parent is the daemon (a child subreaper)
  * rather than the zygote: zygote -> intermediate -> worker. The intermediate sends the worker's
- * pid back over a pipe and _exit()s; the zygote reaps it and answers FORKED.
+ * pid back over a pipe and _exit()s; the zygote reaps it and sends FORKED.
  *
  * What a forked process may touch:
  *   - The intermediate runs only async-signal-safe calls (fork, write, _exit). It never enters
@@ -90,13 +90,11 @@ static void send_message(const Zygote *z, ZygoteMsgType type, uint32_t worker_id
 /* Describe the raised Python exception as "Type: message" in buf, and clear it. */
 static void format_exception(char *buf, size_t size)
 {
-    PyObject *type = NULL, *value = NULL, *tb = NULL, *text = NULL;
-
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    const char *name = type && PyType_Check(type) ? ((PyTypeObject *)type)->tp_name : "Error";
-    text = value ? PyObject_Str(value) : NULL;
+    PyObject *exc = worker_call_take_exception();
+    PyObject *text = exc ? PyObject_Str(exc) : NULL;
+    const char *name = exc ? Py_TYPE(exc)->tp_name : "unknown error";
     const char *message = text ? PyUnicode_AsUTF8(text) : NULL;
+
     if (message && message[0]) {
         snprintf(buf, size, "%s: %s", name, message);
     } else {
@@ -104,9 +102,7 @@ static void format_exception(char *buf, size_t size)
     }
     PyErr_Clear();
     Py_XDECREF(text);
-    Py_XDECREF(tb);
-    Py_XDECREF(value);
-    Py_XDECREF(type);
+    Py_XDECREF(exc);
 }
 
 /* Cap native thread pools unless the environment already chose; must run before Python. */
@@ -370,7 +366,7 @@ static int preload_modules(const char *preload)
     return 0;
 }
 
-/* Start Python and import everything; on failure `error` holds the reason. */
+/* Start Python and import everything. On failure `error` contains the reason. */
 static int prepare(const Zygote *z, char *error, size_t size)
 {
     const WorkerZygoteOptions *opts = z->opts;

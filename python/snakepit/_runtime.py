@@ -46,10 +46,12 @@ def _split_names(text: str | None) -> tuple[str, ...]:
 
 def configure(allow: str | None, adapter: str | None) -> None:
     """Set the module allowlist and import the adapter class ("package.module:Class")."""
-    global _allowed, _adapter_class, _adapter_spec
+    global _allowed, _adapter_class, _adapter_spec, _adapter_tools
     _allowed = _split_names(allow)
     _adapter_spec = adapter
     _adapter_class = None
+    _adapter_tools = None
+    _targets.clear()
     if adapter:
         module_name, _, class_name = adapter.partition(":")
         module = importlib.import_module(module_name)
@@ -66,8 +68,14 @@ def preload(names: str | None) -> None:
 
 
 def is_allowed(module_name: str) -> bool:
-    """Tell whether ``module_name`` is an allowed module or a submodule of one."""
+    """Tell whether ``module_name`` is an allowed module or a submodule of one.
+
+    The allowlist ``*`` allows every module: the daemon passes it when clients may register
+    libraries at run time, and then checks each command against its own list before the call.
+    """
     for allowed in _allowed:
+        if allowed == "*":
+            return True
         if module_name == allowed or module_name.startswith(allowed + "."):
             return True
     return False
@@ -104,7 +112,7 @@ def _resolve_generic(command: str) -> Callable[..., Any]:
             f"invalid command {command!r}: expected python.<module>.<attribute>",
         )
     allowed_prefix = False
-    # The longest importable module prefix wins; the attribute path is the rest.
+    # Try module prefixes from the longest down; the rest of the command is the attribute path.
     for split in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:split])
         if not is_allowed(module_name):
@@ -192,17 +200,13 @@ def _qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _user_traceback(exc: BaseException) -> Any:
-    # Drop the frames of this module: the caller's code starts below call().
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next
-    return tb
-
-
 def _traceback_lines(exc: BaseException) -> list[bytes]:
-    text = "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc)))
-    lines = text.splitlines()
+    report = traceback.TracebackException.from_exception(exc)
+    # Drop the frames of this module: they are the same in every error reply.
+    report.stack = traceback.StackSummary.from_list(
+        [frame for frame in report.stack if frame.filename != __file__]
+    )
+    lines = "".join(report.format()).splitlines()
     if len(lines) > TRACEBACK_MAX_LINES:
         skipped = len(lines) - TRACEBACK_MAX_LINES
         half = TRACEBACK_MAX_LINES // 2

@@ -763,6 +763,67 @@ Test(worker, heartbeat_while_gil_held)
     stop_all(&z, &w);
 }
 
+/*
+ * The stand-in daemon of exits_when_daemon_dies, a child of the test process. Criterion's
+ * asserts work only in the test process itself, so this uses plain checks and exits non-zero.
+ */
+static _Noreturn void run_standin_daemon(int report_fd)
+{
+    const char *argv[] = {worker_binary(), "--zygote", "--pool", "test", "--daemon-pid", NULL,
+                          "--allow", ALLOW, "--log-level", "warning", NULL};
+    char pid_text[16];
+    int control[2], request[2], heartbeat[2];
+    ZygoteMsg msg;
+
+    snprintf(pid_text, sizeof(pid_text), "%d", (int)getpid());
+    argv[5] = pid_text;
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0
+        || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control) < 0
+        || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, request) < 0
+        || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, heartbeat) < 0) {
+        _exit(1);
+    }
+    pid_t zygote = fork();
+    if (zygote == 0) {
+        dup2(control[1], ZYGOTE_CONTROL_FD);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    if (zygote < 0 || !wait_readable(control[0], IO_TIMEOUT_MS)
+        || recv(control[0], &msg, sizeof(msg), 0) != (ssize_t)sizeof(msg)
+        || msg.type != ZYGOTE_MSG_READY) {
+        _exit(1);
+    }
+    union {
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+        struct cmsghdr align;
+    } cmsg_buf;
+    msg = (ZygoteMsg){.type = ZYGOTE_MSG_FORK, .worker_id = 1};
+    struct iovec iov = {.iov_base = &msg, .iov_len = sizeof(msg)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cmsg_buf.buf,
+                        .msg_controllen = sizeof(cmsg_buf.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    if (!c) {
+        _exit(1);
+    }
+    *c = (struct cmsghdr){.cmsg_level = SOL_SOCKET, .cmsg_type = SCM_RIGHTS,
+                          .cmsg_len = CMSG_LEN(2 * sizeof(int))};
+    memcpy(CMSG_DATA(c), (int[2]){request[1], heartbeat[1]}, 2 * sizeof(int));
+    if (sendmsg(control[0], &mh, 0) != (ssize_t)sizeof(msg)
+        || !wait_readable(control[0], IO_TIMEOUT_MS)
+        || recv(control[0], &msg, sizeof(msg), 0) != (ssize_t)sizeof(msg)
+        || msg.type != ZYGOTE_MSG_FORKED) {
+        _exit(1);
+    }
+    pid_t pids[2] = {zygote, msg.pid};
+    if (write(report_fd, pids, sizeof(pids)) != (ssize_t)sizeof(pids)) {
+        _exit(1);
+    }
+    for (;;) {
+        pause();
+    }
+}
+
 Test(worker, exits_when_daemon_dies)
 {
     int report[2];
@@ -771,16 +832,8 @@ Test(worker, exits_when_daemon_dies)
     pid_t daemon = fork();
     cr_assert_neq(daemon, -1);
     if (daemon == 0) {
-        /* The stand-in daemon: a subreaper that starts the zygote and one worker. */
-        Zygote z;
-        Worker w;
         close(report[0]);
-        become_subreaper();
-        start_one(&z, &w, NULL);
-        pid_t pids[2] = {z.pid, w.pid};
-        write_all(report[1], pids, sizeof(pids));
-        pause();
-        _exit(0);
+        run_standin_daemon(report[1]);
     }
     close(report[1]);
     pid_t pids[2];
@@ -1014,7 +1067,7 @@ Test(worker, session_round_trip)
     cr_assert_eq(ei_decode_long(f.payload, &index, &value), 0);
     cr_assert_eq(value, 42);
     frame_free(&f);
-    /* A stale answer for another call comes first and must be ignored. */
+    /* A stale response for another call comes first and must be ignored. */
     cr_assert_eq(ei_x_new_with_version(&x), 0);
     ei_x_encode_atom(&x, "ok");
     send_frame(w.request, WORKER_FRAME_SESSION_RESP, 4, &x);
@@ -1055,7 +1108,7 @@ Test(worker, session_round_trip)
     free(fallback);
     frame_free(&f);
 
-    /* An error answer raises SessionError in Python. */
+    /* An error response raises SessionError in Python. */
     call_begin(&x, "python.worker_fixtures.session_get");
     ei_x_encode_list_header(&x, 1);
     ei_x_encode_binary(&x, "y", 1);
@@ -1141,7 +1194,7 @@ Test(worker, message_size_limit)
     cr_assert_str_eq(e.kind, "too_large");
     error_map_free(&e);
 
-    /* A CALL over the limit is read, discarded and answered with too_large. */
+    /* A CALL over the limit is read and discarded, and its reply is too_large. */
     char *big = calloc(1, (size_t)limit);
     cr_assert_not_null(big);
     call_begin(&x, "python.worker_fixtures.echo");
@@ -1222,7 +1275,7 @@ Test(worker, adapter_tools)
     free(text);
     frame_free(&f);
 
-    /* One adapter instance per worker: the named tool sees the earlier call. */
+    /* One adapter instance per worker, so the named tool counts the earlier call. */
     send_call0(&w, 2, "calls");
     cr_assert_eq(expect_ok_long(&w, 2), 1);
 
@@ -1337,7 +1390,8 @@ static char *make_venv(void)
     cr_assert_not_null(dir);
     snprintf(command, sizeof(command),
              "/usr/bin/python3 -m venv --without-pip %s/venv && "
-             "site=$(%s/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))') && "
+             "site=$(%s/venv/bin/python -c "
+             "'import sysconfig; print(sysconfig.get_path(\"purelib\"))') && "
              "echo 'MARK = 1' > \"$site/venv_only.py\"",
              dir, dir);
     cr_assert_eq(system(command), 0, "creating a venv failed: %s", command);
