@@ -194,8 +194,8 @@ static int probe_version(const char *exe, int *major, int *minor)
     }
     close(fds[0]);
     /*
-     * End of file only says the probe closed its stdout: it may still be finalizing, so wait
-     * for it. Without end of file the probe timed out or printed too much: kill our own child.
+     * End of file means only that the probe closed its stdout. It may still be finalizing, so
+     * wait for it. Without end of file the probe timed out or printed too much: kill our child.
      */
     if (!eof) {
         kill(pid, SIGKILL);
