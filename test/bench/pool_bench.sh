@@ -8,14 +8,14 @@
 #
 # Usage: test/bench/pool_bench.sh [CALLS [STARTS]]
 #   CALLS   calls per latency series (default 10000, at least 5000 for the documented numbers)
-#   STARTS  repetitions of each start measurement (default 3); medians are printed
+#   STARTS  repetitions of each start measurement (default 5); medians are printed
 # Environment: SNAKEPIT_BUILD_DIR (default build), BENCH_PYTHON (default /usr/bin/python3).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${SNAKEPIT_BUILD_DIR:-$root/build}
 calls=${1:-10000}
-starts=${2:-3}
+starts=${2:-5}
 
 echo "command: $0 $*"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
