@@ -98,12 +98,35 @@ static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+static void on_second_signal(int signum)
+{
+    log_signal_safe("snakepit-cnode: second termination signal, exiting now\n");
+    _exit(1);
+}
+
+/*
+ * From here on SIGTERM and SIGINT exit at once through a plain handler: the loop may sit in
+ * dist_stop_accepting() for up to the handshake timeout, waiting for an acceptor thread, and no
+ * libev callback runs meanwhile. The watchers stop first, since stopping one resets the signal.
+ */
+static void exit_on_next_signal(Daemon *d)
+{
+    struct sigaction sa = {.sa_handler = on_second_signal};
+
+    ev_signal_stop(d->loop, &d->sigterm_watcher);
+    ev_signal_stop(d->loop, &d->sigint_watcher);
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
 void daemon_shutdown(Daemon *d, const char *reason)
 {
     if (d->shutting_down) {
         return;
     }
     d->shutting_down = true;
+    exit_on_next_signal(d);
     log_notice("Shutting down (%s): %u calls in flight", reason, d->calls_in_flight);
     sd_notify_send("STOPPING=1");
     dist_stop_accepting(d->dist);
@@ -124,10 +147,6 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     Daemon *d = w->data;
 
-    if (d->shutting_down) {
-        log_signal_safe("snakepit-cnode: second termination signal, exiting now\n");
-        _exit(1);
-    }
     daemon_shutdown(d, w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
@@ -393,6 +412,9 @@ static int run(Config *config)
 
 out:
     log_notice("Stopped node %s", dist_node_name(d->dist));
+    /* Closing the peers runs on_node_down, which uses the pools, the store and obs. */
+    dist_free(d->dist);
+    d->dist = NULL;
     for (size_t i = 0; i < d->pool_count; i++) {
         worker_pool_free(d->pools[i]);
     }
@@ -400,7 +422,6 @@ out:
         daemon_store_stop(d);
     }
     daemon_obs_stop(d);
-    dist_free(d->dist);
     ev_loop_destroy(d->loop);
     return d->exit_status;
 }
