@@ -76,7 +76,8 @@ bool dist_node_connected(const Dist *dist, const char *node);
 /*
  * Send `{Tag, Reply}` to the caller (through its alias when the tag has one) and free `caller`.
  * `reply` is an encoded term without version byte, borrowed. Returns 0, or -ENOTCONN when the
- * caller's connection has gone (the reply is dropped).
+ * caller's connection has gone (the reply is dropped). A NULL `dist` (after dist_free at
+ * shutdown) drops every reply.
  */
 int dist_reply(Dist *dist, DistCaller *caller, const char *reply, size_t len);
 
