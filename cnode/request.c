@@ -8,12 +8,22 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "daemon_obs.h"
 #include "error.h"
 #include "log.h"
 
 void request_reply(Daemon *d, DistCaller *caller, const char *reply, size_t len)
 {
     dist_reply(d->dist, caller, reply, len);
+    d->calls_in_flight--;
+    if (d->shutting_down && d->calls_in_flight == 0) {
+        ev_break(d->loop, EVBREAK_ALL);
+    }
+}
+
+void request_drop(Daemon *d, DistCaller *caller)
+{
+    dist_caller_free(caller);
     d->calls_in_flight--;
     if (d->shutting_down && d->calls_in_flight == 0) {
         ev_break(d->loop, EVBREAK_ALL);
@@ -32,8 +42,7 @@ void request_reply_error(Daemon *d, DistCaller *caller, ErrorKind kind, const ch
 
     if (ei_x_new(&x) < 0) {
         log_error("Out of memory replying to node %s", caller->node);
-        d->calls_in_flight--;
-        dist_caller_free(caller);
+        request_drop(d, caller);
         return;
     }
     error_encode(&x, kind, 0, "%s", message);
@@ -198,6 +207,18 @@ void request_handle(Daemon *d, DistCaller *caller, const char *request, size_t l
         if (strcmp(atom, "execute") == 0 || strcmp(atom, "execute_stream") == 0) {
             request_execute(d, caller, request, len, index, arity - 1,
                             strcmp(atom, "execute_stream") == 0);
+            return;
+        }
+        if (strcmp(atom, "subscribe") == 0) {
+            daemon_obs_subscribe(d, caller, request, index, arity - 1);
+            return;
+        }
+        if (strcmp(atom, "unsubscribe") == 0) {
+            daemon_obs_unsubscribe(d, caller, request, index, arity - 1);
+            return;
+        }
+        if (strcmp(atom, "register_libraries") == 0) {
+            request_register_libraries(d, caller, request, index, arity - 1);
             return;
         }
         if (strcmp(atom, "session") == 0) {

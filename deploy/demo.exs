@@ -30,7 +30,8 @@ frame =
     names: ["sepal_length", "sepal_width", "petal_length", "petal_width", "species"]
   })
 
-IO.puts("pandas.read_csv(iris.csv) returned: #{inspect(frame, limit: 8, printable_limit: 200)}")
+IO.puts("pandas.read_csv(#{iris}) returned #{length(frame)} rows; the first two:")
+frame |> Enum.take(2) |> Enum.each(&IO.puts("  #{inspect(&1)}"))
 
 matrix = [[2.0, 1.0], [1.0, 3.0]]
 IO.puts("numpy.linalg.det(#{inspect(matrix)}) = #{call.("python.numpy.linalg.det", [matrix])}")
