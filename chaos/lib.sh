@@ -193,18 +193,30 @@ logged_pids() {
     esac
 }
 
-# Wait up to $1 tenths of a second for the command in the remaining arguments to succeed.
+# Wait up to $1 tenths of a second for the command in the remaining arguments to succeed,
+# trying it every 0.1 s (a try that itself takes long counts against the same deadline).
 wait_for() {
-    local tries=$1
+    local deadline
+    deadline=$(( ${EPOCHREALTIME/./} / 1000 + $1 * 100 ))
     shift
-    for _ in $(seq "$tries"); do
-        "$@" && return 0
+    until "$@"; do
+        [ $(( ${EPOCHREALTIME/./} / 1000 )) -lt "$deadline" ] || return 1
         sleep 0.1
     done
-    return 1
 }
 
 # Pids in the worker state of :info: "busy=N" etc. from the client's info mode.
 info_count() {
     client "$chaos_node" info | sed -nE "s/.* $1=([0-9]+).*/\1/p" | head -n 1
+}
+
+# wait_pool_full SIZE: every worker of the pool idle (ready) within 10 s, else fail.
+wait_pool_full() {
+    wait_for 100 info_is idle $1 ||
+        fail "only $(info_count idle) of $1 workers became ready within 10 s: $(client "$chaos_node" info)"
+}
+
+# info_is STATE N: :info reports N workers in STATE (idle, busy, starting, ...).
+info_is() {
+    [ "$(info_count "$1")" = "$2" ]
 }

@@ -14,8 +14,9 @@ size = 8
 module = time"
 
 start_daemon "$sname" "$ini"
+wait_pool_full 8
 client_bg "$chaos_work/load.out" "$chaos_node" load 8 1 python.time.sleep "[30]" 60000
-wait_for 200 test "$(info_count busy)" = 8 || fail "8 workers never became busy: $(client "$chaos_node" info)"
+wait_for 200 info_is busy 8 || fail "8 workers never became busy: $(client "$chaos_node" info)"
 
 mapfile -t tree < <(process_tree "$chaos_daemon_pid")
 [ "${#tree[@]}" -ge 10 ] || fail "expected the daemon, a template and 8 workers, found ${#tree[@]} processes"
@@ -54,7 +55,7 @@ kill "$client_pid" 2>/dev/null
 
 mv "$chaos_work/daemon.log" "$chaos_work/daemon.first.log"
 start_daemon "$sname" "$ini"
-wait_for 100 test "$(info_count idle)" = 8 || fail "the restarted daemon has no 8 idle workers: $(client "$chaos_node" info)"
+wait_pool_full 8
 [ "$(info_count busy)" = 0 ] || fail "the restarted daemon has busy workers"
 result=$(client "$chaos_node" load 1 1 python.time.sleep "[0]" 5000 | tail -n 1)
 grep -q 'ok=1 ' <<<"$result" || fail "a call to the restarted daemon failed: $result"

@@ -10,6 +10,7 @@ size = 2
 
 [library time]
 module = time"
+wait_pool_full 2
 
 client_bg "$chaos_work/held.out" "$chaos_node" hold python.time.sleep "[2]" 10000 20000
 held_pid=$client_pid

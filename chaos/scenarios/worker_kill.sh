@@ -10,6 +10,7 @@ size = 3
 
 [library time]
 module = time"
+wait_pool_full 3
 
 client_bg "$chaos_work/load.out" "$chaos_node" load 6 30 python.time.sleep "[0.1]" 10000
 wait_for 100 grep -q '^reply ' "$chaos_work/load.out" || fail "no call was answered: $(cat "$chaos_work/load.out")"
@@ -28,5 +29,5 @@ bad=$(grep '^reply .* error ' "$chaos_work/load.out" | grep -v ' error worker_cr
 [ -z "$bad" ] || fail "errors other than worker_crashed: $bad"
 crashed=$(grep -c ' error worker_crashed ' "$chaos_work/load.out")
 [ "$crashed" -le 1 ] || fail "$crashed calls got worker_crashed, only the killed worker's call may"
-wait_for 50 test "$(info_count idle)" = 3 || fail "the pool did not get back to 3 idle workers: $(client "$chaos_node" info)"
+wait_for 50 info_is idle 3 || fail "the pool did not get back to 3 idle workers: $(client "$chaos_node" info)"
 pass "$crashed call(s) got worker_crashed; $summary"

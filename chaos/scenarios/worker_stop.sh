@@ -12,6 +12,7 @@ heartbeat_misses = 3
 
 [library time]
 module = time"
+wait_pool_full 2
 
 client_bg "$chaos_work/load.out" "$chaos_node" load 4 40 python.time.sleep "[0.05]" 10000
 wait_for 100 grep -q '^reply ' "$chaos_work/load.out" || fail "no call was answered: $(cat "$chaos_work/load.out")"
@@ -34,5 +35,5 @@ bad=$(grep '^reply .* error ' "$chaos_work/load.out" | grep -v ' error worker_cr
 [ -z "$bad" ] || fail "errors other than worker_crashed: $bad"
 crashed=$(grep -c ' error worker_crashed ' "$chaos_work/load.out")
 [ "$crashed" -le 1 ] || fail "$crashed calls failed, at most the stopped worker's call may"
-wait_for 50 test "$(info_count idle)" = 2 || fail "the pool did not get back to 2 idle workers: $(client "$chaos_node" info)"
+wait_for 50 info_is idle 2 || fail "the pool did not get back to 2 idle workers: $(client "$chaos_node" info)"
 pass "stopped worker killed after ${detect_ms} ms; $summary"

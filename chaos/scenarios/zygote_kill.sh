@@ -10,6 +10,7 @@ size = 2
 
 [library time]
 module = time"
+wait_pool_full 2
 
 zygote=$(logged_pids template | tail -n 1)
 [ -n "$zygote" ] && [ -e "/proc/$zygote" ] || fail "no running template pid in the daemon log"
