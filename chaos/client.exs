@@ -15,6 +15,7 @@
 #                                  start one call and PINGS :info requests without reading their
 #                                  replies, print "holding", then read everything and print it.
 #   probe CALLS                    time CALLS :ping calls one after the other.
+#   call COMMAND ARGS              one call; prints "result TERM" or "error KIND MESSAGE".
 #
 # Calls are raw `$gen_call` messages with a plain reference as the tag, not GenServer.call: the
 # daemon then replies to the pid, and a second reply to the same call stays visible in the
@@ -168,6 +169,16 @@ case mode do
     IO.puts("call #{Chaos.describe(Chaos.await(call_ref, timeout + 30_000))}")
     answered = Enum.count(refs, &(Chaos.await(&1, 30_000) != :missing))
     IO.puts("info_replies #{answered} of #{length(refs)}")
+
+  "call" ->
+    [command, args] = rest
+    {args_term, _} = Code.eval_string(args)
+
+    case Chaos.call(server, {:execute, command, args_term, [timeout: 10_000]}, 15_000) do
+      {:ok, {:ok, result}} -> IO.puts("result #{inspect(result, limit: :infinity)}")
+      {:ok, {:error, %{kind: kind, message: message}}} -> IO.puts("error #{kind} #{message}")
+      other -> IO.puts("error unexpected #{inspect(other)}")
+    end
 
   "probe" ->
     [calls] = rest

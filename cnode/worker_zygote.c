@@ -183,15 +183,21 @@ static int probe_version(const char *exe, int *major, int *minor)
         return r;
     }
     struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    bool eof = false;
     while (have < sizeof(out) - 1 && poll(&pfd, 1, WORKER_ZYGOTE_VERSION_PROBE_TIMEOUT_MS) > 0) {
         ssize_t n = read(fds[0], out + have, sizeof(out) - 1 - have);
         if (n <= 0) {
+            eof = true;
             break;
         }
         have += (size_t)n;
     }
     close(fds[0]);
-    if (waitpid(pid, &status, WNOHANG) == 0) {
+    /* The child closes its output as it exits, so after end of output it is reaped blocking;
+     * only a child that timed out (or wrote too much) may still be running. */
+    if (eof) {
+        waitpid(pid, &status, 0);
+    } else if (waitpid(pid, &status, WNOHANG) == 0) {
         kill(pid, SIGKILL); /* our own probe child, still running past the timeout */
         waitpid(pid, &status, 0);
         return -ETIMEDOUT;
