@@ -17,9 +17,9 @@
 #   probe CALLS                    time CALLS :ping calls one after the other.
 #   call COMMAND ARGS              one call; prints "result TERM" or "error KIND MESSAGE".
 #
-# Calls are raw `$gen_call` messages with a plain reference as the tag, not GenServer.call: the
-# daemon then replies to the pid, and a second reply to the same call stays visible in the
-# mailbox instead of being dropped by the VM as a reply to an inactive alias would be.
+# Calls are raw `$gen_call` messages with a plain reference as the tag, not GenServer.call.
+# The daemon then replies to the pid, so a second reply to the same call stays visible in the
+# mailbox. With an alias tag the VM would drop it silently.
 # Output lines of load:
 #   reply CALLER SEQ ok|error KIND LATENCY_MS     one per answered call
 #   missing CALLER SEQ                            no reply within TIMEOUT_MS + 5 s
@@ -53,7 +53,7 @@ defmodule Chaos do
     server |> call_async(request) |> await(timeout_ms)
   end
 
-  # Replies that arrive after a call was answered once: flushed after the run.
+  # Count the replies that arrived after a call's first reply (duplicates), flushing them.
   def count_late(refs) do
     receive do
       {ref, _reply} when is_reference(ref) ->

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # Shared helpers of the chaos scenarios, sourced by chaos/scenarios/*.sh. A scenario starts its
-# own daemon under a unique node name, records the pid (and start time) of every process it
-# starts or finds in the daemon's tree, and on exit kills only those recorded processes that
-# are still the same processes.
+# own daemon under a unique node name. It records the pid and start time of every process it
+# starts or finds in the daemon's tree. On exit it kills only the recorded processes whose start
+# time still matches, so a reused pid is never hit.
 #
 # A scenario ends with pass, fail or skip, which print one line and exit 0, 1 or 77.
 
@@ -205,7 +205,7 @@ wait_for() {
     done
 }
 
-# Pids in the worker state of :info: "busy=N" etc. from the client's info mode.
+# Print the number of workers in state $1 (idle, busy, ...) from the client's info mode.
 info_count() {
     client "$chaos_node" info | sed -nE "s/.* $1=([0-9]+).*/\1/p" | head -n 1
 }

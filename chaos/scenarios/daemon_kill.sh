@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# kill -9 the daemon while 8 workers are busy in python.time.sleep: every process of its tree is
-# gone within 1 s (workers have a parent-death signal and watch the daemon's pidfd), none is
-# left running with parent 1, and a daemon started again under the same name starts clean.
+# kill -9 the daemon while 8 workers are busy in python.time.sleep. Every process of its tree
+# must be gone within 1 s, because workers have a parent-death signal and watch the daemon's
+# pidfd. None may be left running with parent 1, and a daemon started again under the same
+# name must start clean.
 set -u
 source "$(dirname "$0")/../lib.sh"
 chaos_init daemon_kill

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# kill -9 a busy worker while 6 callers share 3 workers: each call gets exactly one answer
+# kill -9 a busy worker while 6 callers share 3 workers: each call gets exactly one reply
 # (the killed worker's call: worker_crashed), and the pool forks a replacement.
 set -u
 source "$(dirname "$0")/../lib.sh"

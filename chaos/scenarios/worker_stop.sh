@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# SIGSTOP one worker under load: the daemon sees it miss heartbeat_misses heartbeats, kills and
-# replaces it, and every call still gets one answer (the call it was running: worker_crashed).
+# SIGSTOP one worker under load. The daemon detects heartbeat_misses missed heartbeats, kills
+# and replaces it, and every call still gets one reply (the call it was running: worker_crashed).
 set -u
 source "$(dirname "$0")/../lib.sh"
 chaos_init worker_stop

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The deployment files and the documented behaviour behind them: YAML syntax and structure of
-# deploy/kubernetes/, the ConfigMap's ini against the real daemon and its three probe paths
-# over HTTP, every config key documented, and how `python =` selects an interpreter or a
-# virtualenv (docs/production.md), checked with calls from a real Elixir node.
+# The deployment files and the documented behaviour behind them. It checks the YAML syntax and
+# structure of deploy/kubernetes/, runs the ConfigMap's ini and its three probe paths against a
+# real daemon, checks that every config key is documented, and tests with calls from a real
+# Elixir node how `python =` selects an interpreter or a virtualenv (docs/production.md).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${SNAKEPIT_BUILD_DIR:-$root/build}
