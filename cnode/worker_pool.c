@@ -701,8 +701,11 @@ void worker_pool_on_frame(WorkerPool *pool, Worker *w, WorkerFrameType type, uin
 
     switch (type) {
     case WORKER_FRAME_HELLO:
+        /* The worker's HELLO and the zygote's FORKED come on two sockets in either order. */
         if (w->state == WORKER_STARTING) {
             worker_pool_on_worker_ready(pool, w);
+        } else if (w->state == WORKER_FORKING) {
+            w->hello_early = true;
         }
         break;
     case WORKER_FRAME_REPLY:
