@@ -126,7 +126,6 @@ static void worker_on_forked(WorkerPool *pool, Worker *worker, pid_t pid)
     worker->pid = pid;
     worker->pidfd = pidfd;
     worker->state = WORKER_STARTING;
-    ev_io_start(pool->loop, &worker->request_read_watcher);
     worker->started = ev_now(pool->loop);
     ev_io_init(&worker->pidfd_watcher, worker_pidfd_cb, pidfd, EV_READ);
     worker->pidfd_watcher.data = worker;
@@ -476,9 +475,7 @@ int worker_process_fork(WorkerPool *pool)
     w->request_write_watcher.data = w;
     w->heartbeat_watcher.data = w;
     w->heartbeat_timer.data = w;
-    /* The request socket is read only once the zygote reported the fork (worker_on_forked):
-     * a HELLO read earlier, while the worker is still FORKING, would be dropped and leave the
-     * worker starting forever. */
+    ev_io_start(pool->loop, &w->request_read_watcher);
     ev_io_start(pool->loop, &w->heartbeat_watcher);
     ev_timer_again(pool->loop, &w->heartbeat_timer);
 
