@@ -301,7 +301,9 @@ fi
 
 # ---- name clash: exit 69, which the unit retries ----
 
-"$daemon" --sname "sd_clash_$$" --http off --pool-size 1 >"$work/first.stdout" 2>"$work/first.log" &
+http_port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$daemon" --sname "sd_clash_$$" --http "127.0.0.1:$http_port" --pool-size 1 \
+    >"$work/first.stdout" 2>"$work/first.log" &
 first=$!
 pids+=("$first")
 for _ in $(seq 50); do grep -q 'Started snakepit-cnode' "$work/first.log" && break; sleep 0.1; done
@@ -311,6 +313,14 @@ if [ "$rc" -eq 69 ] && grep -q 'already registered' <<<"$out"; then
     ok "node name clash exits 69"
 else
     not_ok "node name clash exits 69" "exit $rc: $out"
+fi
+# The HTTP port taken by the first daemon: exit 78, which the unit does not retry.
+out=$("$daemon" --sname "sd_http_$$" --http "127.0.0.1:$http_port" --pool-size 1 2>&1)
+rc=$?
+if [ "$rc" -eq 78 ] && grep -q "Failed to listen on 127.0.0.1:$http_port" <<<"$out"; then
+    ok "HTTP port in use exits 78"
+else
+    not_ok "HTTP port in use exits 78" "exit $rc: $out"
 fi
 kill -TERM "$first" 2>/dev/null
 wait "$first"
