@@ -626,6 +626,13 @@ fail:
     return r;
 }
 
+size_t dist_pending_bytes(const Dist *d, const char *node)
+{
+    DistConn *conn = d ? find_conn_by_node(d, node) : NULL;
+
+    return conn ? dist_conn_pending_bytes(conn) : 0;
+}
+
 void dist_make_ref(Dist *d, erlang_ref *out)
 {
     ei_make_ref(&d->ec, out);

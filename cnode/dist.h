@@ -87,6 +87,9 @@ void dist_caller_free(DistCaller *caller);
 /* Send a message term (no version byte) to a remote pid. Returns 0 or -ENOTCONN. */
 int dist_send(Dist *dist, const erlang_pid *to, const char *message, size_t len);
 
+/* Bytes queued for `node` and not yet written to its socket (0 when it is not connected). */
+size_t dist_pending_bytes(const Dist *dist, const char *node);
+
 /* Make a new reference of this node. */
 void dist_make_ref(Dist *dist, erlang_ref *out);
 

@@ -62,6 +62,8 @@ typedef struct {
     int (*send)(void *userdata, const erlang_pid *to, const char *message, size_t len);
     /* Report an event; may be NULL. */
     void (*on_event)(void *userdata, const PoolEvent *event);
+    /* Bytes queued for `node` on its connection, for stream backpressure. */
+    size_t (*pending_bytes)(void *userdata, const char *node);
     /* Make a new reference of this node, for a stream's id. */
     void (*make_ref)(void *userdata, erlang_ref *out);
     /* The pool's first worker is ready (called once per pool). */

@@ -654,6 +654,7 @@ static void worker_heartbeat_timer_cb(struct ev_loop *loop, ev_timer *timer, int
     if (write(w->heartbeat_fd, &ping, 1) == 1) {
         w->heartbeat_outstanding = true;
     }
+    worker_pool_on_idle_tick(w->pool, w);
 }
 
 void worker_process_kill(Worker *w, int sig, const char *reason)
