@@ -155,7 +155,9 @@ CliResult cli_parse(int argc, char **argv, Config *c, FILE *out, FILE *err_out)
             snprintf(c->config_file, sizeof(c->config_file), "%s", optarg);
             break;
         case '?':
-            if (optopt) {
+            /* getopt sets optopt to a long option's value when its argument is missing, to
+             * the character of an unknown short option, and to 0 for an unknown long one. */
+            if (optopt >= OPT_CONFIG) {
                 fprintf(err_out, "snakepit-cnode: option '%s' needs a value\n", argv[optind - 1]);
             } else {
                 fprintf(err_out, "snakepit-cnode: unknown option '%s'\n", argv[optind - 1]);

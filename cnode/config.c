@@ -187,11 +187,12 @@ static const char *store_key_alias(const char *key, char *buf, size_t size)
     return buf;
 }
 
-static int apply_key(const KeySpec *specs, void *base, const char *section, const char *key,
-                     const char *value, char *err, size_t size)
+/* Set the field that `specs` names `spec_key`; messages name the key as the file spells it. */
+static int apply_key(const KeySpec *specs, void *base, const char *section, const char *spec_key,
+                     const char *key, const char *value, char *err, size_t size)
 {
     for (const KeySpec *k = specs; k->key; k++) {
-        if (strcmp(k->key, key) != 0) {
+        if (strcmp(k->key, spec_key) != 0) {
             continue;
         }
         char *field = (char *)base + k->offset;
@@ -276,7 +277,7 @@ static int set_node_key(Config *c, const char *key, const char *value, char *err
         }
         return 0;
     }
-    return apply_key(node_keys, c, "node", key, value, err, size);
+    return apply_key(node_keys, c, "node", key, key, value, err, size);
 }
 
 static int set_log_key(Config *c, const char *key, const char *value, char *err, size_t size)
@@ -321,12 +322,8 @@ int config_set(Config *c, const char *section, const char *key, const char *valu
                    : 0;
     }
     if (strcmp(section, "store") == 0) {
-        int r = apply_key(store_keys, c, section, store_key_alias(key, alias, sizeof(alias)),
-                          value, err, size);
-        if (r < 0 && strstr(err, "unknown key")) {
-            return set_error(err, size, "unknown key '%s' in section [%s]", key, section);
-        }
-        return r;
+        return apply_key(store_keys, c, section, store_key_alias(key, alias, sizeof(alias)),
+                         key, value, err, size);
     }
     if (strcmp(section, "log") == 0) {
         return set_log_key(c, key, value, err, size);
@@ -337,7 +334,7 @@ int config_set(Config *c, const char *section, const char *key, const char *valu
             return set_error(err, size, "too many pools or pool name too long in [%s]",
                              section);
         }
-        return apply_key(pool_keys, pool, section, key, value, err, size);
+        return apply_key(pool_keys, pool, section, key, key, value, err, size);
     }
     if (strncmp(section, "library ", 8) == 0 && section[8] != '\0') {
         LibraryConfig *lib = find_or_add_library(c, section + 8);
@@ -345,50 +342,119 @@ int config_set(Config *c, const char *section, const char *key, const char *valu
             return set_error(err, size, "too many libraries or library name too long in [%s]",
                              section);
         }
-        return apply_key(library_keys, lib, section, key, value, err, size);
+        return apply_key(library_keys, lib, section, key, key, value, err, size);
     }
     return set_error(err, size, "unknown section [%s]", section);
 }
 
+/*
+ * libinih reports the first bad line but goes on parsing, and it hands the handler no line
+ * number. Feeding it through our own reader, one whole line per call, lets the handler know its
+ * line, so the message kept is the one of the first bad line, and a line longer than inih's
+ * fixed buffer is reported as such instead of being parsed in pieces.
+ */
 typedef struct {
     Config *config;
     char *err;
     size_t err_size;
+    FILE *file;       /* the source: a file, or else `text` */
+    const char *text;
+    int line;         /* the line inih is working on */
+    int error_line;   /* the first line that failed in the handler or was too long; 0 for none */
 } ParseState;
+
+static int source_next(ParseState *st)
+{
+    if (st->file) {
+        return getc(st->file);
+    }
+    return *st->text ? (unsigned char)*st->text++ : EOF;
+}
+
+static int source_peek(ParseState *st)
+{
+    if (st->file) {
+        int ch = getc(st->file);
+        return ch == EOF ? EOF : ungetc(ch, st->file);
+    }
+    return *st->text ? (unsigned char)*st->text : EOF;
+}
+
+/* An ini_reader: copy one line into str[0..num), dropping the rest of a line that is too long. */
+static char *read_line(char *str, int num, void *stream)
+{
+    ParseState *st = stream;
+    int n = 0;
+    int ch = EOF;
+
+    while (n < num - 1 && (ch = source_next(st)) != EOF) {
+        str[n++] = (char)ch;
+        if (ch == '\n') {
+            break;
+        }
+    }
+    if (n == 0) {
+        return NULL;
+    }
+    str[n] = '\0';
+    st->line++;
+    if (ch != '\n' && ch != EOF && source_peek(st) == '\n') {
+        source_next(st); /* the line fits exactly without its newline */
+    } else if (ch != '\n' && ch != EOF && source_peek(st) != EOF) {
+        while ((ch = source_next(st)) != EOF && ch != '\n') {
+        }
+        if (!st->error_line) {
+            st->error_line = st->line;
+            set_error(st->err, st->err_size, "the line is longer than %d bytes, the maximum",
+                      num - 1);
+        }
+    }
+    return str;
+}
 
 static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
     ParseState *st = user;
 
-    if (!name) {
-        /* A section header alone (INI_CALL_HANDLER_ON_NEW_SECTION): check the section now. */
+    if (!name || st->error_line) {
+        /* Keep the first error's message: inih reports the first bad line. */
         return 1;
     }
-    return config_set(st->config, section, name, value, st->err, st->err_size) == 0;
+    if (config_set(st->config, section, name, value, st->err, st->err_size) != 0) {
+        st->error_line = st->line;
+        return 0;
+    }
+    return 1;
 }
 
-static int finish_parse(int line, char *err, size_t size, const char *detail)
+/* Turn inih's result (first line with a syntax error, or a negative code) into ours. */
+static int finish_parse(ParseState *st, int line)
 {
     char copy[CONFIG_ERROR_MAX];
 
-    if (line == 0) {
-        return 0;
-    }
     if (line < 0) {
-        snprintf(err, size, "%s", line == -2 ? "out of memory" : "cannot read the file");
+        snprintf(st->err, st->err_size, "%s",
+                 line == -2 ? "out of memory" : "cannot read the file");
         return line == -2 ? -ENOMEM : -EIO;
     }
-    snprintf(copy, sizeof(copy), "%s", detail[0] ? detail : "syntax error");
-    snprintf(err, size, "line %d: %s", line, copy);
+    if (line > 0 && (st->error_line == 0 || line < st->error_line)) {
+        snprintf(st->err, st->err_size, "line %d: syntax error", line);
+        return -EINVAL;
+    }
+    if (st->error_line == 0) {
+        return 0;
+    }
+    snprintf(copy, sizeof(copy), "%s", st->err);
+    snprintf(st->err, st->err_size, "line %d: %s", st->error_line, copy);
     return -EINVAL;
 }
 
 int config_parse_string(Config *c, const char *text, char *err, size_t size)
 {
-    ParseState st = {.config = c, .err = err, .err_size = size};
+    ParseState st = {.config = c, .err = err, .err_size = size, .text = text};
 
     err[0] = '\0';
-    return finish_parse(ini_parse_string(text, config_ini_handler, &st), err, size, err);
+    return finish_parse(&st, ini_parse_stream(read_line, &st, config_ini_handler, &st));
 }
 
 int config_load_file(Config *c, const char *path, char *err, size_t size)
@@ -402,9 +468,10 @@ int config_load_file(Config *c, const char *path, char *err, size_t size)
         snprintf(err, size, "cannot open %s: %s", path, strerror(errno));
         return r;
     }
-    int line = ini_parse_file(f, config_ini_handler, &st);
+    st.file = f;
+    int line = ini_parse_stream(read_line, &st, config_ini_handler, &st);
     fclose(f);
-    return finish_parse(line, err, size, err);
+    return finish_parse(&st, line);
 }
 
 int config_validate(Config *c, char *err, size_t size)

@@ -233,7 +233,8 @@ static int term_start(const char *buf, size_t len, int *index, int *end)
     int i = *index;
     int version;
 
-    if (ei_decode_version(buf, &i, &version) < 0 || (size_t)i > len) {
+    /* ei_decode_version reads its byte unchecked: an empty rest must not get that far. */
+    if (i < 0 || (size_t)i >= len || ei_decode_version(buf, &i, &version) < 0) {
         return -EBADMSG;
     }
     int e = i;
@@ -381,7 +382,10 @@ static int call_parse(const char *payload, size_t len, bool whole, DistCall *out
     if (arity == 2 && strcmp(atom, "$gen_cast") == 0) {
         c.is_cast = true;
     } else if (arity == 3 && strcmp(atom, "$gen_call") == 0) {
-        if (ei_decode_tuple_header(payload, &index, &inner) < 0 || inner != 2 ||
+        /* A cut-short payload may end inside {Pid, Tag}: bound it before ei reads its header. */
+        int pair_end = index;
+        if (dist_term_skip(payload, len, &pair_end) < 0 ||
+            ei_decode_tuple_header(payload, &index, &inner) < 0 || inner != 2 ||
             decode_pid_checked(payload, &index, (int)len, &c.pid) < 0) {
             return -EBADMSG;
         }
