@@ -258,13 +258,14 @@ defmodule Snakepit.Test.Peer do
 
   @doc """
   Start `elixir --sname NAME --cookie COOKIE peer.exs MODE ARGS...`. Options: `:cookie`,
-  `:erl` (flags for the VM, e.g. "-kernel net_ticktime 4"). Stopped when the test ends.
+  `:erl` (flags for the VM, e.g. "-kernel net_ticktime 4"), `:script` (another peer script in
+  place of peer.exs). Stopped when the test ends.
   """
   def start!(mode, args, opts \\ []) do
     name = Daemon.unique_name("peer")
     cookie = Keyword.get(opts, :cookie, Daemon.cookie())
     erl = if opts[:erl], do: ["--erl", opts[:erl]], else: []
-    script = Path.expand("peer.exs", __DIR__)
+    script = Keyword.get_lazy(opts, :script, fn -> Path.expand("peer.exs", __DIR__) end)
     elixir = System.find_executable("elixir")
     argv = ["--sname", name, "--cookie", cookie] ++ erl ++ [script, mode | args]
     proc = OsProcess.start(elixir, argv)

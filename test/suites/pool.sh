@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Integration tests of the worker pool and the sessions against a real epmd, real Elixir nodes,
+# the real snakepit-worker with Python fixtures from test/fixtures/python, and a redis-server that
+# the tests start on loopback: test/integration/pool_*_test.exs and session_*_test.exs, run by a
+# plain distributed `elixir`. Extra arguments name test files.
+# Prints "pool: N passed, N failed" last and exits non-zero on failure.
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${SNAKEPIT_BUILD_DIR:-$root/build}
+daemon=$build/cnode/snakepit-cnode
+worker=${SNAKEPIT_WORKER_BINARY:-$build/cnode/snakepit-worker}
+
+for binary in "$daemon" "$worker"; do
+    if [ ! -x "$binary" ]; then
+        echo "pool: $binary is missing; build with: meson setup build && ninja -C build" >&2
+        echo "pool: 0 passed, 1 failed"
+        exit 1
+    fi
+done
+if ! command -v redis-server >/dev/null; then
+    echo "pool: redis-server is not installed (Debian package redis-server)" >&2
+    echo "pool: 0 passed, 1 failed"
+    exit 1
+fi
+
+# epmd has no pid file, so it is left running; whoever runs the whole CI stops it.
+if ! epmd -names >/dev/null 2>&1; then
+    epmd -daemon
+    for _ in $(seq 50); do
+        epmd -names >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+fi
+
+if [ $# -eq 0 ]; then
+    set -- "$root"/test/integration/pool_*_test.exs "$root"/test/integration/session_*_test.exs
+fi
+
+cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+log=$(mktemp)
+SNAKEPIT_SUITE=pool SNAKEPIT_CNODE=$daemon SNAKEPIT_WORKER_BINARY=$worker \
+    elixir --sname "pool_runner_$$" --cookie "$cookie" \
+    "$root/test/integration/run.exs" "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+if ! grep -qE '^pool: [0-9]+ passed, [0-9]+ failed$' "$log"; then
+    echo "pool: 0 passed, 1 failed"
+    rc=1
+fi
+rm -f "$log"
+exit "$rc"
