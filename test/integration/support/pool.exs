@@ -77,6 +77,26 @@ defmodule Snakepit.Test.Pool do
   end
 
   @doc """
+  Send a request as a `$gen_call` with a plain reference tag and return the tag. Unlike an alias
+  tag, a plain tag lets a second reply to the same call land in the mailbox, where a test can
+  see it.
+  """
+  def send_call(node, request) do
+    tag = make_ref()
+    :erlang.send({:snakepit, node}, {:"$gen_call", {self(), tag}, request})
+    tag
+  end
+
+  @doc "Wait for the reply to `send_call/2`: the reply term, or `:no_reply`."
+  def await_reply(tag, timeout) do
+    receive do
+      {^tag, reply} -> reply
+    after
+      timeout -> :no_reply
+    end
+  end
+
+  @doc """
   Start a stream and collect its messages: `{:ok, chunks, final}` with `final` the `{:done, r}`
   or `{:error, e}` message, or `{:error, reply}` when the stream did not open.
   """
