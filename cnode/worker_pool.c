@@ -546,8 +546,14 @@ void worker_pool_on_frame(WorkerPool *pool, Worker *w, WorkerFrameType type, uin
 
     switch (type) {
     case WORKER_FRAME_HELLO:
+        /*
+         * The worker's request socket and the zygote's control socket are read in no set
+         * order: HELLO may come before FORKED, and the worker is ready once both are in.
+         */
         if (w->state == WORKER_STARTING) {
             worker_pool_on_worker_ready(pool, w);
+        } else if (w->state == WORKER_FORKING) {
+            w->hello_early = true;
         }
         break;
     case WORKER_FRAME_REPLY:

@@ -71,6 +71,7 @@ struct Worker {
     PoolJob *job;         /* the call it runs, or NULL */
     uint64_t dropped_job; /* id of a timed-out call whose late reply is dropped */
     bool expected_exit;   /* recycled or stopped by us: not a crash */
+    bool hello_early;     /* HELLO came before the zygote's FORKED message */
     char stop_reason[64];
     Worker *next;
 };

@@ -127,6 +127,9 @@ static void worker_on_forked(WorkerPool *pool, Worker *worker, pid_t pid)
     worker->pidfd_watcher.data = worker;
     ev_io_start(pool->loop, &worker->pidfd_watcher);
     log_debug("Forked worker %u (pid %d) of pool '%s'", worker->id, (int)pid, pool->config.name);
+    if (worker->hello_early) {
+        worker_pool_on_worker_ready(pool, worker);
+    }
 }
 
 static void zygote_handle_message(WorkerPool *pool, const ZygoteMsg *msg)
