@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Runs integration tests with a plain `elixir` (no Mix):
-#   elixir --sname runner --cookie COOKIE test/integration/run.exs [TEST_FILE...]
+#   elixir --sname runner --cookie COOKIE test/integration/run.exs [TEST_FILE[:LINE]...]
 # The runner must be a distributed node: the tests call the daemon over the distribution.
 # $SNAKEPIT_SUITE names the suite (default core). Without TEST_FILE arguments the pool suite runs
 # pool_*_test.exs and session_*_test.exs, and the core suite every other *_test.exs here.
@@ -31,6 +31,17 @@ files =
     given ->
       given
   end
+
+# FILE:LINE runs only the test at that line, as `mix test` does.
+{files, locations} =
+  Enum.map_reduce(files, [], fn arg, acc ->
+    case Regex.run(~r/^(.*_test\.exs):(\d+)$/, arg) do
+      [_, file, line] -> {file, [{:line, line} | acc]}
+      nil -> {arg, acc}
+    end
+  end)
+
+if locations != [], do: ExUnit.configure(exclude: [:test], include: locations)
 
 Enum.each(files, &Code.require_file/1)
 result = ExUnit.run()

@@ -212,8 +212,9 @@ defmodule Snakepit.Test.Daemon do
           {:ok, %{daemon | node: String.to_atom(node)}}
 
         other ->
+          lines = OsProcess.lines(proc)
           OsProcess.stop(proc)
-          {:error, {:not_ready, other, OsProcess.lines(proc)}}
+          {:error, {:not_ready, other, lines}}
       end
     else
       {:ok, daemon}

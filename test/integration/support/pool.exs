@@ -28,12 +28,19 @@ defmodule Snakepit.Test.Pool do
   def start_daemon!(ini, opts \\ []) do
     path = write_config(ini)
 
-    {:ok, daemon} =
-      Daemon.start(
-        sname: Keyword.get_lazy(opts, :sname, fn -> Daemon.unique_name("pool") end),
-        args: ["--config", path] ++ Keyword.get(opts, :args, []),
-        env: [{"PYTHONPATH", fixtures_dir()}] ++ Keyword.get(opts, :env, [])
-      )
+    daemon =
+      case Daemon.start(
+             sname: Keyword.get_lazy(opts, :sname, fn -> Daemon.unique_name("pool") end),
+             args: ["--config", path] ++ Keyword.get(opts, :args, []),
+             env: [{"PYTHONPATH", fixtures_dir()}] ++ Keyword.get(opts, :env, [])
+           ) do
+        {:ok, daemon} ->
+          daemon
+
+        {:error, {:not_ready, status, lines}} ->
+          raise "the daemon did not start (#{inspect(status)}); its output:\n" <>
+                  Enum.join(lines, "\n")
+      end
 
     if Keyword.get(opts, :stop, true) do
       ExUnit.Callbacks.on_exit(fn ->
