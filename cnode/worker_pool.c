@@ -547,8 +547,8 @@ void worker_pool_on_frame(WorkerPool *pool, Worker *w, WorkerFrameType type, uin
     switch (type) {
     case WORKER_FRAME_HELLO:
         /*
-         * The worker's request socket and the zygote's control socket are read in no set
-         * order: HELLO may come before FORKED, and the worker is ready once both are in.
+         * The daemon reads the worker's request socket and the zygote's control socket in no
+         * set order, so HELLO may come before FORKED. The worker is ready once both are in.
          */
         if (w->state == WORKER_STARTING) {
             worker_pool_on_worker_ready(pool, w);
@@ -829,6 +829,18 @@ void worker_pool_drain(WorkerPool *pool)
         job_answer_error(job, ERROR_SHUTTING_DOWN, "pool '%s' is shutting down",
                          pool->config.name);
         job_free(job);
+    }
+}
+
+void worker_pool_abort_running(WorkerPool *pool)
+{
+    for (Worker *w = pool->workers; w; w = w->next) {
+        if (w->job && !job_answered(w->job)) {
+            job_answer_error(w->job, ERROR_SHUTTING_DOWN,
+                             "pool '%s' is shutting down and the call did not finish within the "
+                             "shutdown timeout",
+                             pool->config.name);
+        }
     }
 }
 
