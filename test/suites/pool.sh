@@ -38,14 +38,41 @@ if [ $# -eq 0 ]; then
 fi
 
 cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+# Every process this run starts inherits this marker, so the check below finds any left behind.
+run_marker="SNAKEPIT_TEST_RUN=pool-$$-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 log=$(mktemp)
-SNAKEPIT_SUITE=pool SNAKEPIT_CNODE=$daemon SNAKEPIT_WORKER_BINARY=$worker \
+env "$run_marker" SNAKEPIT_SUITE=pool SNAKEPIT_CNODE="$daemon" SNAKEPIT_WORKER_BINARY="$worker" \
     elixir --sname "pool_runner_$$" --cookie "$cookie" \
     "$root/test/integration/run.exs" "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-if ! grep -qE '^pool: [0-9]+ passed, [0-9]+ failed$' "$log"; then
-    echo "pool: 0 passed, 1 failed"
+counts=$(grep -E '^pool: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+rm -f "$log"
+if [ -z "$counts" ]; then
+    counts="pool: 0 passed, 1 failed"
     rc=1
 fi
-rm -f "$log"
+
+# Processes of this run still alive (zombies excluded: the init process reaps those).
+sleep 1
+leftovers=()
+for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}
+    pid=${pid%/environ}
+    state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null) || continue
+    if [ "$state" != Z ] && tr '\0' '\n' <"$environ" 2>/dev/null | grep -qxF "$run_marker"; then
+        leftovers+=("$pid")
+    fi
+done
+if [ ${#leftovers[@]} -ne 0 ]; then
+    echo "pool: processes of this run left behind:" >&2
+    for pid in "${leftovers[@]}"; do
+        echo "  $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2
+        kill -KILL "$pid" 2>/dev/null
+    done
+    passed=$(sed -E 's/^pool: ([0-9]+) passed.*/\1/' <<<"$counts")
+    failed=$(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"$counts")
+    counts="pool: $passed passed, $((failed + 1)) failed"
+    rc=1
+fi
+echo "$counts"
 exit "$rc"
