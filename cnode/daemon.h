@@ -22,6 +22,8 @@ typedef struct {
 
 #define DAEMON_MAX_ALLOWED (CONFIG_MAX_LIBRARIES * 2)
 
+typedef struct DaemonObs DaemonObs;
+
 typedef struct Daemon {
     struct ev_loop *loop;
     Config *config;
@@ -46,6 +48,9 @@ typedef struct Daemon {
 
     Store *store;
     bool store_up;
+    uint64_t session_count; /* from the last expiry pass */
+    DaemonObs *obs;
+    uint64_t next_correlation;
     ev_timer expire_timer;
 } Daemon;
 
@@ -61,6 +66,10 @@ void request_reply_error(Daemon *daemon, DistCaller *caller, ErrorKind kind, con
 /* Handle `{execute | execute_stream, Command, Args, Opts}`; `index` is after the tag atom. */
 void request_execute(Daemon *daemon, DistCaller *caller, const char *request, size_t len,
                      int index, int arity, bool stream);
+
+/* Handle `{register_libraries, [Library]}`; `index` is after the tag atom. */
+void request_register_libraries(Daemon *daemon, DistCaller *caller, const char *request,
+                                int index, int arity);
 
 /* Handle `{session, Op, ...}`; `index` is after the tag atom, `arity` counts what follows. */
 void request_session(Daemon *daemon, DistCaller *caller, const char *request, size_t len,

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "daemon_obs.h"
 #include "log.h"
 
 #define DAEMON_STORE_EXPIRE_INTERVAL_S 1.0
@@ -28,10 +29,12 @@ static void on_store_event(StoreEvent event, int error, const char *detail, void
     switch (event) {
     case STORE_EVENT_UP:
         d->store_up = true;
+        daemon_obs_emit_simple(d, "store", "up", "store", store_backend_name(d->store));
         log_info("Session store %s is up", store_backend_name(d->store));
         break;
     case STORE_EVENT_DOWN:
         d->store_up = false;
+        daemon_obs_emit_simple(d, "store", "down", "store", store_backend_name(d->store));
         log_error("Session store %s is down: %s; reconnecting", store_backend_name(d->store),
                   detail ? detail : strerror(-error));
         break;
@@ -41,11 +44,24 @@ static void on_store_event(StoreEvent event, int error, const char *detail, void
     }
 }
 
+static void on_counted(int status, uint64_t count, void *userdata)
+{
+    Daemon *d = userdata;
+
+    if (status == 0) {
+        d->session_count = count;
+    }
+}
+
 static void on_expired(int status, uint64_t count, void *userdata)
 {
+    Daemon *d = userdata;
+
     if (status == 0 && count > 0) {
         log_debug("Expired %llu sessions", (unsigned long long)count);
+        daemon_obs_emit_simple(d, "session", "expired", "store", store_backend_name(d->store));
     }
+    store_count(d->store, on_counted, d);
 }
 
 static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "cookie.h"
 #include "daemon.h"
+#include "daemon_obs.h"
 #include "log.h"
 #include "sd_notify.h"
 
@@ -40,6 +41,7 @@ static void on_node_up(void *userdata, const char *node)
     Daemon *d = userdata;
 
     daemon_store_node_up(d, node);
+    daemon_obs_emit_simple(d, "node", "up", "node", node);
     if (d->config->owner[0] && strcmp(node, d->config->owner) == 0) {
         d->owner_seen = true;
         ev_timer_stop(d->loop, &d->owner_timer);
@@ -54,6 +56,8 @@ static void on_node_down(void *userdata, const char *node)
         worker_pool_cancel_node(d->pools[i], node);
     }
     daemon_store_node_down(d, node);
+    daemon_obs_node_down(d, node);
+    daemon_obs_emit_simple(d, "node", "down", "node", node);
     if (d->config->owner[0] && strcmp(node, d->config->owner) == 0) {
         log_notice("Owner node %s disconnected, shutting down", node);
         daemon_shutdown(d, "owner node disconnected");
@@ -191,7 +195,13 @@ static void pool_session_request(void *userdata, WorkerPool *pool, uint32_t work
                            len);
 }
 
+static void pool_event(void *userdata, const PoolEvent *event)
+{
+    daemon_obs_pool_event(userdata, event);
+}
+
 static const WorkerPoolHooks pool_hooks = {
+    .on_event = pool_event,
     .reply = pool_reply,
     .drop = pool_drop,
     .send = pool_send,
@@ -246,6 +256,8 @@ static void build_allowlist(Daemon *d, size_t pool_index, char *allow, size_t si
 
 static int start_pools(Daemon *d)
 {
+    /* With client registration the daemon's allowlist is the only one: workers accept any. */
+    bool any = d->config->allow_client_libraries;
     char worker[4096];
     char allow[8192];
     int r = find_worker_binary(worker, sizeof(worker));
@@ -257,7 +269,7 @@ static int start_pools(Daemon *d)
         build_allowlist(d, i, allow, sizeof(allow));
         WorkerPoolSettings settings = {
             .worker_binary = worker,
-            .allow = allow,
+            .allow = any ? "*" : allow,
             .max_message_bytes = d->config->max_message_bytes,
             .max_depth = d->config->max_depth,
             .log_level = d->config->log_level,
@@ -375,7 +387,7 @@ static int run(Config *config)
              SNAKEPIT_VERSION, dist_node_name(d->dist), dist_port(d->dist), (int)getpid(),
              config->registered_name);
     start_timers(d);
-    if (daemon_store_start(d) < 0 || start_pools(d) < 0) {
+    if (daemon_obs_start(d) < 0 || daemon_store_start(d) < 0 || start_pools(d) < 0) {
         d->exit_status = EX_CONFIG;
         goto out;
     }
@@ -391,6 +403,7 @@ out:
     if (d->store) {
         daemon_store_stop(d);
     }
+    daemon_obs_stop(d);
     dist_free(d->dist);
     ev_loop_destroy(d->loop);
     return d->exit_status;

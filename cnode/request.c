@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "daemon_obs.h"
 #include "error.h"
 #include "log.h"
 
@@ -206,6 +207,18 @@ void request_handle(Daemon *d, DistCaller *caller, const char *request, size_t l
         if (strcmp(atom, "execute") == 0 || strcmp(atom, "execute_stream") == 0) {
             request_execute(d, caller, request, len, index, arity - 1,
                             strcmp(atom, "execute_stream") == 0);
+            return;
+        }
+        if (strcmp(atom, "subscribe") == 0) {
+            daemon_obs_subscribe(d, caller, request, index, arity - 1);
+            return;
+        }
+        if (strcmp(atom, "unsubscribe") == 0) {
+            daemon_obs_unsubscribe(d, caller, request, index, arity - 1);
+            return;
+        }
+        if (strcmp(atom, "register_libraries") == 0) {
+            request_register_libraries(d, caller, request, index, arity - 1);
             return;
         }
         if (strcmp(atom, "session") == 0) {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "daemon_obs.h"
 #include "dist_frame.h"
 #include "error.h"
 #include "log.h"
@@ -348,7 +349,15 @@ void request_execute(Daemon *d, DistCaller *caller, const char *request, size_t 
         request_reply_error(d, caller, ERROR_OVERLOADED, "out of memory");
         return;
     }
+    /* The correlation id: unique per call and, with the node name, across the cluster. */
+    char correlation_id[40];
+    snprintf(correlation_id, sizeof(correlation_id), "%llx-%llx",
+             (unsigned long long)d->start_ms, (unsigned long long)++d->next_correlation);
+    daemon_obs_request_start(d, correlation_id, opts.pool, command, caller->node,
+                             opts.has_session ? opts.session_id : NULL);
     PoolCallRequest call = {
+        .correlation_id = correlation_id,
+        .command = command,
         .caller = caller,
         .payload = payload.buff,
         .payload_len = (size_t)payload.index,

@@ -25,6 +25,8 @@ static int resolve_limits(const StoreConfig *config, StoreLimits *out)
         .max_value_bytes = config->max_value_bytes != 0 ? config->max_value_bytes
                                                         : STORE_DEFAULT_MAX_VALUE_BYTES,
         .max_vars = pick_u32(config->max_vars, STORE_DEFAULT_MAX_VARS),
+        .max_memory_bytes = config->max_memory_bytes != 0 ? config->max_memory_bytes
+                                                          : STORE_DEFAULT_MAX_MEMORY_BYTES,
     };
 
     if (limits.default_ttl_s > STORE_TTL_MAX_S) {

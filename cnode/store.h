@@ -12,27 +12,32 @@
  * exactly once. The memory backend invokes it before the call returns. The Redis backend invokes
  * it later from the libev loop, or before the call returns when it rejects the call at once
  * (invalid arguments, store disconnected, out of memory). No operation blocks the loop.
+ * A process with a Redis store must ignore SIGPIPE: hiredis 0.14 writes with write(2), so a
+ * connection that Redis closed would otherwise kill the process instead of failing the call.
  *
  * Status codes passed to callbacks are 0 or a negative errno:
  *   -ENOENT     the session (or, for store_get_var(), the variable) does not exist or has expired
- *   -EDQUOT     a quota is reached: StoreConfig.max_sessions on create, or
- *               StoreConfig.max_vars on store_put_var() of a new variable
+ *   -EDQUOT     a quota is reached: StoreConfig.max_sessions on create, StoreConfig.max_vars
+ *               on store_put_var() of a new variable, or (memory backend only)
+ *               StoreConfig.max_memory_bytes on store_put_var()
  *   -E2BIG      the value is longer than StoreConfig.max_value_bytes
- *   -EINVAL     an id, name, owner, TTL, cursor or page limit is out of range (limits below)
+ *   -EINVAL     an id, name, owner, TTL, page limit or worker id is out of range (limits below)
  *   -ENOTCONN   the store is unavailable (Redis disconnected); it reconnects on its own
  *   -ETIMEDOUT  Redis did not reply within StoreConfig.command_timeout_ms
- *   -ENOMEM     out of memory
+ *   -ENOMEM     out of memory, in the daemon or in Redis (used_memory over maxmemory)
+ *   -EBUSY      Redis is loading its dataset or running a long script; retry later
+ *   -EROFS      the Redis URL names a read-only replica
  *   -ECANCELED  the store was freed while the operation was pending
  *   -EPROTO     Redis sent a reply this code does not understand (a bug or a foreign key)
  *
  * Ownership: every pointer passed into a store function is borrowed for the duration of the
- * call only; the store copies what it keeps. Every pointer passed to a callback is borrowed and
+ * call only, and the store copies what it keeps. store_new() states its two exceptions. Every pointer passed to a callback is borrowed and
  * valid until the callback returns or until the next call into the same store, whichever comes
- * first: copy what you need. A callback may start new store operations. It must not call
- * store_free().
+ * first: copy what you need. A callback may start new store operations. Neither an operation's
+ * callback nor StoreConfig.on_event may call store_free().
  *
- * Access rule: every operation on one session except delete and dump counts as an access. It sets the
- * last-access time to now and the expiry to now + TTL (a sliding TTL).
+ * Access rule: every operation on one session except delete and dump counts as an access. It
+ * sets the last-access time to now and the expiry to now + TTL (a sliding TTL).
  */
 #pragma once
 
@@ -55,6 +60,8 @@ struct ev_loop;
 /* 8 MiB: far below the 64 MiB default message limit, so a stored value always fits a reply. */
 #define STORE_DEFAULT_MAX_VALUE_BYTES (8u * 1024u * 1024u)
 #define STORE_DEFAULT_MAX_VARS 1024u
+/* 1 GiB of variable names and values in the memory backend, all sessions together. */
+#define STORE_DEFAULT_MAX_MEMORY_BYTES (UINT64_C(1) << 30)
 #define STORE_DEFAULT_CONNECT_TIMEOUT_MS 2000u
 #define STORE_DEFAULT_COMMAND_TIMEOUT_MS 5000u
 #define STORE_DEFAULT_KEY_PREFIX "snakepit:"
@@ -127,6 +134,9 @@ typedef struct StoreConfig {
     uint64_t max_sessions; /* live sessions; redis counts all daemons sharing the prefix */
     size_t max_value_bytes;
     uint32_t max_vars; /* variables per session */
+    /* Memory backend: bytes of variable names and values of all sessions together. Redis
+     * ignores it: bound Redis with its maxmemory setting. */
+    uint64_t max_memory_bytes;
     uint32_t connect_timeout_ms;
     uint32_t command_timeout_ms;
     /*
@@ -150,6 +160,7 @@ typedef struct StoreLimits {
     uint64_t max_sessions;
     size_t max_value_bytes;
     uint32_t max_vars;
+    uint64_t max_memory_bytes;
 } StoreLimits;
 
 typedef struct StoreOps StoreOps;

@@ -39,6 +39,7 @@ typedef struct MemorySession {
     char *owner; /* NULL: no owner */
     MemoryVar *vars;
     uint32_t var_count;
+    uint64_t var_bytes; /* names and values of vars */
     size_t id_len;
     uint8_t id[];
 } MemorySession;
@@ -54,6 +55,7 @@ typedef struct MemoryStore {
     MemorySession **heap; /* min-heap on expires_ms, session_count entries */
     size_t heap_capacity;
     uint64_t expired_unreported; /* dropped since the last store_expire() */
+    uint64_t var_bytes;          /* names and values of all sessions, for max_memory_bytes */
 } MemoryStore;
 
 static uint64_t rotl64(uint64_t x, int b)
@@ -254,6 +256,7 @@ static void session_remove(MemoryStore *m, MemorySession *s)
     *link = s->next;
     heap_remove(m, s->heap_slot, m->session_count);
     m->session_count--;
+    m->var_bytes -= s->var_bytes;
     session_free(s);
 }
 
@@ -287,7 +290,7 @@ static void session_access(MemoryStore *m, MemorySession *s, uint64_t now)
 {
     s->accessed_ms = now;
     s->expires_ms = now + (uint64_t)s->ttl_s * 1000;
-    /* An access only moves the expiry later, so the session can only move down the heap. */
+    /* The clock never goes back, so an access only moves the expiry later: down the heap. */
     heap_sift_down(m, s->heap_slot, m->session_count);
 }
 
@@ -423,7 +426,10 @@ static MemoryVar **var_link(MemorySession *s, StoreBytes name)
 static void memory_put_var(Store *store, StoreBytes id, StoreBytes name, StoreBytes value,
                            StoreDoneFn cb, void *userdata)
 {
-    MemorySession *s = session_use(memory_from(store), id);
+    MemoryStore *m = memory_from(store);
+    MemorySession *s = session_use(m, id);
+    uint64_t old_bytes = 0;
+    uint64_t new_bytes = name.len + value.len;
     MemoryVar **link;
     MemoryVar *var;
 
@@ -433,6 +439,13 @@ static void memory_put_var(Store *store, StoreBytes id, StoreBytes name, StoreBy
     }
     link = var_link(s, name);
     if (*link == NULL && s->var_count >= store->limits.max_vars) {
+        cb(-EDQUOT, userdata);
+        return;
+    }
+    if (*link != NULL) {
+        old_bytes = (*link)->name_len + (*link)->value_len;
+    }
+    if (m->var_bytes - old_bytes + new_bytes > store->limits.max_memory_bytes) {
         cb(-EDQUOT, userdata);
         return;
     }
@@ -453,6 +466,8 @@ static void memory_put_var(Store *store, StoreBytes id, StoreBytes name, StoreBy
         s->var_count++;
     }
     *link = var;
+    s->var_bytes += new_bytes - old_bytes;
+    m->var_bytes += new_bytes - old_bytes;
     cb(0, userdata);
 }
 

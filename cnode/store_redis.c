@@ -34,6 +34,7 @@
 
 #include "log.h"
 #include "store_redis.h"
+#include "store_redis_reply.h"
 #include "store_redis_script.h"
 
 #define REDIS_KEY_PREFIX_MAX_BYTES 256
@@ -258,84 +259,6 @@ static RedisOp *op_new(RedisStore *s, RedisOpKind kind, void *userdata)
     return op;
 }
 
-/* Reply parsing. */
-
-static bool reply_u64(const redisReply *r, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
-        *out = (uint64_t)r->integer;
-        return true;
-    }
-    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->str[0] < '0' || r->str[0] > '9') {
-        return false;
-    }
-    errno = 0;
-    v = strtoull(r->str, &end, 10);
-    if (errno != 0 || end != r->str + r->len) {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-/* The status code that starts every script's array reply, as a negative errno. */
-static int reply_script_status(const redisReply *r)
-{
-    if (r->type == REDIS_REPLY_ERROR) {
-        return -EPROTO;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER) {
-        return -EPROTO;
-    }
-    switch (r->element[0]->integer) {
-    case STORE_REDIS_LUA_OK:
-        return 0;
-    case STORE_REDIS_LUA_NO_SESSION:
-    case STORE_REDIS_LUA_NO_VARIABLE:
-        return -ENOENT;
-    case STORE_REDIS_LUA_QUOTA:
-        return -EDQUOT;
-    default:
-        return -EPROTO;
-    }
-}
-
-static int parse_session(const RedisStore *s, const redisReply *r, StoreBytes id,
-                         StoreSession *out)
-{
-    StoreSession session = {.id = id, .worker_id = STORE_WORKER_NONE};
-    uint64_t ttl_s;
-    uint64_t worker;
-    const redisReply *owner;
-    const redisReply *w;
-
-    if (r->elements != 6 || !reply_u64(r->element[1], &session.created_ms) ||
-        !reply_u64(r->element[2], &session.accessed_ms) || !reply_u64(r->element[3], &ttl_s) ||
-        ttl_s > STORE_TTL_MAX_S) {
-        return -EPROTO;
-    }
-    session.ttl_s = (uint32_t)ttl_s;
-    owner = r->element[4];
-    if (owner->type == REDIS_REPLY_STRING) {
-        session.owner = owner->str;
-    } else if (owner->type != REDIS_REPLY_NIL) {
-        return -EPROTO;
-    }
-    w = r->element[5];
-    if (w->type != REDIS_REPLY_NIL) {
-        if (!reply_u64(w, &worker) || worker > INT64_MAX) {
-            return -EPROTO;
-        }
-        session.worker_id = (int64_t)worker;
-    }
-    *out = session;
-    return 0;
-}
-
 /*
  * The session id of a create, get or dump is not in its reply: the op keeps it at the end of
  * its allocation. See redis_session_op().
@@ -346,163 +269,69 @@ typedef struct RedisSessionOp {
     uint8_t id[];
 } RedisSessionOp;
 
-static void complete_session(RedisStore *s, RedisOp *op, const redisReply *r)
+static StoreBytes session_op_id(const RedisOp *op)
 {
-    RedisSessionOp *sop = (RedisSessionOp *)op;
-    StoreBytes id = {.data = sop->id, .len = sop->id_len};
+    const RedisSessionOp *sop = (const RedisSessionOp *)op;
+
+    return (StoreBytes){.data = sop->id, .len = sop->id_len};
+}
+
+static void complete_session(RedisOp *op, const redisReply *r)
+{
     StoreSession session;
-    int status = reply_script_status(r);
+    int status = store_redis_reply_session(r, session_op_id(op), &session);
 
-    if (status == 0) {
-        status = parse_session(s, r, id, &session);
-    }
-    if (status < 0) {
-        op->cb.session(status, NULL, op->userdata);
-        return;
-    }
-    op->cb.session(0, &session, op->userdata);
+    op->cb.session(status, status == 0 ? &session : NULL, op->userdata);
 }
 
-/* Fill `session` and `vars` from one field of an HGETALL reply; false on a malformed value. */
-static bool dump_field(const redisReply *field, const redisReply *value, StoreSession *session,
-                       StoreVar *vars, size_t *var_count)
-{
-    uint64_t number;
-
-    if (field->len > 2 && memcmp(field->str, "v:", 2) == 0) {
-        vars[(*var_count)++] = (StoreVar){
-            .name = {.data = (const uint8_t *)field->str + 2, .len = field->len - 2},
-            .value = {.data = (const uint8_t *)value->str, .len = value->len},
-        };
-        return true;
-    }
-    if (strcmp(field->str, "owner") == 0) {
-        session->owner = value->str;
-        return true;
-    }
-    if (strcmp(field->str, "created") == 0) {
-        return reply_u64(value, &session->created_ms);
-    }
-    if (strcmp(field->str, "accessed") == 0) {
-        return reply_u64(value, &session->accessed_ms);
-    }
-    if (strcmp(field->str, "ttl") == 0) {
-        if (!reply_u64(value, &number) || number > STORE_TTL_MAX_S) {
-            return false;
-        }
-        session->ttl_s = (uint32_t)number;
-        return true;
-    }
-    if (strcmp(field->str, "worker") == 0) {
-        if (!reply_u64(value, &number) || number > INT64_MAX) {
-            return false;
-        }
-        session->worker_id = (int64_t)number;
-    }
-    return true;
-}
-
-/* A dump reply: {0, {field, value, ...}} from HGETALL. */
 static void complete_dump(RedisOp *op, const redisReply *r)
 {
-    RedisSessionOp *sop = (RedisSessionOp *)op;
-    StoreSession session = {
-        .id = {.data = sop->id, .len = sop->id_len},
-        .worker_id = STORE_WORKER_NONE,
-    };
-    const redisReply *fields;
-    StoreVar *vars;
+    StoreSession session;
+    StoreVar *vars = NULL;
     size_t var_count = 0;
-    int status = reply_script_status(r);
+    int status = store_redis_reply_dump(r, session_op_id(op), &session, &vars, &var_count);
 
-    if (status == 0 && (r->elements != 2 || r->element[1]->type != REDIS_REPLY_ARRAY ||
-                        r->element[1]->elements % 2 != 0)) {
-        status = -EPROTO;
-    }
     if (status < 0) {
         op->cb.dump(status, NULL, NULL, 0, op->userdata);
         return;
     }
-    fields = r->element[1];
-    vars = calloc(fields->elements / 2 + 1, sizeof(*vars));
-    if (vars == NULL) {
-        op->cb.dump(-ENOMEM, NULL, NULL, 0, op->userdata);
-        return;
-    }
-    for (size_t i = 0; i + 1 < fields->elements && status == 0; i += 2) {
-        const redisReply *field = fields->element[i];
-        const redisReply *value = fields->element[i + 1];
-
-        if (field->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING ||
-            !dump_field(field, value, &session, vars, &var_count)) {
-            status = -EPROTO;
-        }
-    }
-    if (status < 0) {
-        op->cb.dump(status, NULL, NULL, 0, op->userdata);
-    } else {
-        op->cb.dump(0, &session, vars, var_count, op->userdata);
-    }
+    op->cb.dump(0, &session, vars, var_count, op->userdata);
     free(vars);
 }
 
 static void complete_value(RedisOp *op, const redisReply *r)
 {
-    int status = reply_script_status(r);
-    const redisReply *v;
+    StoreBytes value = {0};
+    int status = store_redis_reply_value(r, &value);
 
-    if (status == 0 && (r->elements != 2 || r->element[1]->type != REDIS_REPLY_STRING)) {
-        status = -EPROTO;
-    }
-    if (status < 0) {
-        op->cb.value(status, (StoreBytes){0}, op->userdata);
-        return;
-    }
-    v = r->element[1];
-    op->cb.value(0, (StoreBytes){.data = (const uint8_t *)v->str, .len = v->len}, op->userdata);
+    op->cb.value(status, value, op->userdata);
 }
 
 static void complete_count(RedisOp *op, const redisReply *r)
 {
-    uint64_t count;
+    uint64_t count = 0;
 
-    if (!reply_u64(r, &count)) {
+    if (r->type == REDIS_REPLY_ERROR) {
+        op->cb.count(store_redis_reply_error(r), 0, op->userdata);
+        return;
+    }
+    if (!store_redis_reply_u64(r, &count)) {
         op->cb.count(-EPROTO, 0, op->userdata);
         return;
     }
     op->cb.count(0, count, op->userdata);
 }
 
-/* A SCAN reply: [cursor, [key...]]. Strip the session prefix from each key. */
 static void complete_list(RedisStore *s, RedisOp *op, const redisReply *r)
 {
-    size_t prefix_len = strlen(s->session_prefix);
-    const redisReply *keys;
-    StoreBytes *ids;
-    uint64_t cursor;
+    StoreBytes *ids = NULL;
     size_t count = 0;
+    uint64_t cursor = 0;
+    int status = store_redis_reply_scan(r, s->session_prefix, &cursor, &ids, &count);
 
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !reply_u64(r->element[0], &cursor) ||
-        r->element[1]->type != REDIS_REPLY_ARRAY) {
-        op->cb.list(-EPROTO, NULL, 0, 0, op->userdata);
+    if (status < 0) {
+        op->cb.list(status, NULL, 0, 0, op->userdata);
         return;
-    }
-    keys = r->element[1];
-    ids = calloc(keys->elements + 1, sizeof(*ids));
-    if (ids == NULL) {
-        op->cb.list(-ENOMEM, NULL, 0, 0, op->userdata);
-        return;
-    }
-    for (size_t i = 0; i < keys->elements; i++) {
-        const redisReply *key = keys->element[i];
-
-        /* The pattern already selects the prefix; this check guards the length arithmetic. */
-        if (key->type != REDIS_REPLY_STRING || key->len <= prefix_len ||
-            memcmp(key->str, s->session_prefix, prefix_len) != 0) {
-            continue;
-        }
-        ids[count++] = (StoreBytes){.data = (const uint8_t *)key->str + prefix_len,
-                                    .len = key->len - prefix_len};
     }
     op->cb.list(0, ids, count, cursor, op->userdata);
     free(ids);
@@ -516,8 +345,13 @@ static bool continue_delete_by_owner(RedisStore *s, RedisOp *op, const redisRepl
     uint64_t cursor;
     uint64_t deleted;
 
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !reply_u64(r->element[0], &cursor) ||
-        !reply_u64(r->element[1], &deleted)) {
+    if (r->type == REDIS_REPLY_ERROR) {
+        op->cb.count(store_redis_reply_error(r), 0, op->userdata);
+        return false;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        !store_redis_reply_u64(r->element[0], &cursor) ||
+        !store_redis_reply_u64(r->element[1], &deleted)) {
         op->cb.count(-EPROTO, 0, op->userdata);
         return false;
     }
@@ -544,8 +378,13 @@ static void handshake_reply(RedisStore *s, RedisOp *op, const redisReply *r)
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
+        int error = store_redis_reply_error(r);
+
         /* AUTH, SELECT or PING was rejected: a wrong password or db index, or a busy server. */
-        teardown(s, strncmp(r->str, "ERR DB", 6) == 0 ? -EINVAL : -EACCES, r->str);
+        if (error == -EPROTO) {
+            error = strncmp(r->str, "ERR DB", 6) == 0 ? -EINVAL : -EACCES;
+        }
+        teardown(s, error, r->str);
         return;
     }
     if (op->handshake_last) {
@@ -580,13 +419,13 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
     switch (op->kind) {
     case OP_SESSION:
-        complete_session(s, op, r);
+        complete_session(op, r);
         break;
     case OP_DUMP:
         complete_dump(op, r);
         break;
     case OP_DONE:
-        op->cb.done(reply_script_status(r), op->userdata);
+        op->cb.done(store_redis_reply_status(r), op->userdata);
         break;
     case OP_VALUE:
         complete_value(op, r);

@@ -29,6 +29,123 @@ static void pool_dispatch(WorkerPool *pool);
 static void pool_top_up(WorkerPool *pool);
 static Worker *find_worker_by_id(WorkerPool *pool, uint32_t id);
 
+/* ---- Events ---- */
+
+void worker_pool_emit(WorkerPool *pool, const PoolEvent *event)
+{
+    if (pool->hooks.on_event) {
+        pool->hooks.on_event(pool->userdata, event);
+    }
+}
+
+void worker_pool_emit_worker(WorkerPool *pool, PoolEventType type, const Worker *w,
+                             const char *reason)
+{
+    PoolEvent event = {
+        .type = type,
+        .pool = pool->config.name,
+        .worker_id = w->id,
+        .os_pid = (int)w->pid,
+        .uptime_s = w->started > 0 ? ev_now(pool->loop) - w->started : 0,
+        .requests = w->requests,
+        .reason = reason,
+        .exit_status = w->exit_status,
+        .signal = w->exit_signal,
+        .duration_s = ev_now(pool->loop) - w->fork_requested,
+        .correlation_id = w->job ? w->job->correlation_id : NULL,
+    };
+    worker_pool_emit(pool, &event);
+}
+
+/* The atom of the error kind in a reply {error, #{kind => K, ...}}, or "ok". */
+static void reply_status(const char *term, size_t len, char *kind, size_t size,
+                         char *error_type, size_t type_size)
+{
+    int index = 0;
+    int arity;
+    char atom[MAXATOMLEN_UTF8];
+
+    snprintf(kind, size, "ok");
+    error_type[0] = '\0';
+    if (ei_decode_tuple_header(term, &index, &arity) < 0 || arity != 2 ||
+        ei_decode_atom(term, &index, atom) < 0 || strcmp(atom, "error") != 0) {
+        return;
+    }
+    snprintf(kind, size, "error");
+    if (ei_decode_map_header(term, &index, &arity) < 0) {
+        return;
+    }
+    for (int i = 0; i < arity && (size_t)index < len; i++) {
+        int key_index = index;
+        if (ei_decode_atom(term, &index, atom) < 0) {
+            index = key_index;
+            if (ei_skip_term(term, &index) < 0 || ei_skip_term(term, &index) < 0) {
+                return;
+            }
+            continue;
+        }
+        int type;
+        int n;
+        if (strcmp(atom, "kind") == 0 && ei_decode_atom(term, &index, kind) == 0) {
+            continue;
+        }
+        if (strcmp(atom, "type") == 0 && ei_get_type(term, &index, &type, &n) == 0 &&
+            type == ERL_BINARY_EXT && (size_t)n < type_size) {
+            long l;
+            ei_decode_binary(term, &index, error_type, &l);
+            error_type[l] = '\0';
+            continue;
+        }
+        if (ei_skip_term(term, &index) < 0) {
+            return;
+        }
+    }
+}
+
+/* Copy {error, Map} with correlation_id added to the map; other terms are copied unchanged. */
+static int add_correlation_id(ei_x_buff *x, const char *term, size_t len, const char *id)
+{
+    int index = 0;
+    int arity;
+    int map_arity;
+    char atom[MAXATOMLEN_UTF8];
+
+    if (ei_decode_tuple_header(term, &index, &arity) == 0 && arity == 2 &&
+        ei_decode_atom(term, &index, atom) == 0 && strcmp(atom, "error") == 0 &&
+        (uint8_t)term[index] == ERL_MAP_EXT && ei_decode_map_header(term, &index, &map_arity) == 0) {
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "error");
+        ei_x_encode_map_header(x, map_arity + 1);
+        ei_x_append_buf(x, term + index, (int)(len - (size_t)index));
+        ei_x_encode_atom(x, "correlation_id");
+        return ei_x_encode_binary(x, id, (long)strlen(id));
+    }
+    return ei_x_append_buf(x, term, (int)len);
+}
+
+static void job_emit_done(PoolJob *job, const char *term, size_t len)
+{
+    WorkerPool *pool = job->pool;
+    ev_tstamp now = ev_now(pool->loop);
+    char kind[MAXATOMLEN_UTF8];
+    char error_type[256];
+
+    reply_status(term, len, kind, sizeof(kind), error_type, sizeof(error_type));
+    PoolEvent event = {
+        .type = POOL_EVENT_CALL_DONE,
+        .pool = pool->config.name,
+        .worker_id = job->worker ? job->worker->id : 0,
+        .os_pid = job->worker ? (int)job->worker->pid : 0,
+        .correlation_id = job->correlation_id,
+        .command = job->command,
+        .duration_s = now - job->submitted,
+        .queue_s = (job->started > 0 ? job->started : now) - job->submitted,
+        .status = kind,
+        .error_type = error_type[0] ? error_type : NULL,
+    };
+    worker_pool_emit(pool, &event);
+}
+
 /* ---- Answers ---- */
 
 /* Wrap a final answer for a stream: {snakepit_stream, Ref, Inner}. */
@@ -41,8 +158,30 @@ static int stream_message(const PoolJob *job, ei_x_buff *x, const char *inner, s
     return 0;
 }
 
-/* Deliver `term` (no version byte) as the call's reply or its stream's last message. */
+static void job_deliver(PoolJob *job, const char *term, size_t len);
+
+/*
+ * Deliver `term` (no version byte) as the call's reply or its stream's last message, with the
+ * call's correlation id added to an error map.
+ */
 static void job_answer(PoolJob *job, const char *term, size_t len)
+{
+    ei_x_buff x;
+
+    if (job->correlation_id[0] && ei_x_new(&x) == 0) {
+        if (add_correlation_id(&x, term, len, job->correlation_id) == 0) {
+            job_emit_done(job, x.buff, (size_t)x.index);
+            job_deliver(job, x.buff, (size_t)x.index);
+            ei_x_free(&x);
+            return;
+        }
+        ei_x_free(&x);
+    }
+    job_emit_done(job, term, len);
+    job_deliver(job, term, len);
+}
+
+static void job_deliver(PoolJob *job, const char *term, size_t len)
 {
     WorkerPool *pool = job->pool;
 
@@ -136,6 +275,7 @@ static void worker_kill_grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
     PoolJob *job = w->data;
 
     if (job->worker) {
+        job->worker->crash_reason = "timeout";
         worker_process_kill(job->worker, SIGKILL, "it did not stop after its call timed out");
     }
 }
@@ -149,6 +289,10 @@ static void job_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (!job->worker) {
         bool deadline = ev_now(loop) >= job->deadline - 0.0005;
         queue_remove(pool, job);
+        PoolEvent event = {.type = POOL_EVENT_QUEUE_TIMEOUT, .pool = pool->config.name,
+                           .correlation_id = job->correlation_id, .command = job->command,
+                           .queue_s = ev_now(loop) - job->submitted};
+        worker_pool_emit(pool, &event);
         if (deadline) {
             job_answer_error(job, ERROR_TIMEOUT,
                              "the call timed out after %.0f ms in the queue of pool '%s' (timeout "
@@ -184,6 +328,7 @@ static void job_start(WorkerPool *pool, Worker *worker, PoolJob *job)
     worker->state = WORKER_BUSY;
     worker->job = job;
     job->worker = worker;
+    job->started = ev_now(pool->loop);
     ev_timer_stop(pool->loop, &job->timer);
     ev_timer_set(&job->timer, left > 0 ? left : 0.001, 0.);
     ev_timer_start(pool->loop, &job->timer);
@@ -326,6 +471,9 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
     job->deadline = now + request->timeout_ms / 1000.0;
     job->stream = request->stream;
     job->want_worker = request->worker_id;
+    snprintf(job->correlation_id, sizeof(job->correlation_id), "%s",
+             request->correlation_id ? request->correlation_id : "");
+    snprintf(job->command, sizeof(job->command), "%s", request->command ? request->command : "");
     job->strict = request->worker_id != 0 && request->affinity != POOL_AFFINITY_HINT;
     if (request->session_id) {
         job->session_id = malloc(request->session_id_len + 1);
@@ -353,6 +501,10 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
         return;
     }
     if (!worker && pool->queue_len >= pool->config.max_queue) {
+        PoolEvent event = {.type = POOL_EVENT_QUEUE_FULL, .pool = pool->config.name,
+                           .correlation_id = job->correlation_id, .command = job->command,
+                           .queue_depth = pool->queue_len};
+        worker_pool_emit(pool, &event);
         job_answer_error(job, ERROR_OVERLOADED,
                          "the queue of pool '%s' is full (max_queue = %u calls)",
                          pool->config.name, pool->config.max_queue);
@@ -378,27 +530,29 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
 
 /* ---- Frames from workers ---- */
 
-static bool recycle_reason(const WorkerPool *pool, const Worker *w, char *buf, size_t size)
+/* Why the worker should be recycled now: a code for metrics, or NULL, and a text for logs. */
+static const char *recycle_reason(const WorkerPool *pool, const Worker *w, char *buf,
+                                  size_t size)
 {
     const PoolConfig *c = &pool->config;
 
     if (c->max_requests && w->requests >= c->max_requests) {
         snprintf(buf, size, "served %u calls (max_requests)", w->requests);
-        return true;
+        return "max_requests";
     }
     if (c->max_age_s && ev_now(pool->loop) - w->started >= c->max_age_s) {
         snprintf(buf, size, "older than %u s (max_age_s)", c->max_age_s);
-        return true;
+        return "max_age";
     }
     if (c->max_rss_mb) {
         unsigned long rss = worker_process_rss_mb(w);
         if (rss >= c->max_rss_mb) {
             snprintf(buf, size, "resident memory %lu MiB over %u MiB (max_rss_mb)", rss,
                      c->max_rss_mb);
-            return true;
+            return "max_memory";
         }
     }
-    return false;
+    return NULL;
 }
 
 /* Turn the worker's {ok, R} into a stream's {done, R}; {error, E} passes as it is. */
@@ -449,8 +603,9 @@ static void on_reply(WorkerPool *pool, Worker *w, uint64_t id, const char *term,
     if (w->state != WORKER_BUSY) {
         return;
     }
-    if (recycle_reason(pool, w, reason, sizeof(reason))) {
-        worker_process_recycle(w, reason);
+    const char *code = recycle_reason(pool, w, reason, sizeof(reason));
+    if (code) {
+        worker_process_recycle(w, code, reason);
         pool_top_up(pool);
         return;
     }
@@ -582,6 +737,7 @@ void worker_pool_on_worker_ready(WorkerPool *pool, Worker *w)
 {
     w->state = WORKER_IDLE;
     log_info("Pool '%s': worker %u (pid %d) ready", pool->config.name, w->id, (int)w->pid);
+    worker_pool_emit_worker(pool, POOL_EVENT_WORKER_STARTED, w, NULL);
     if (!pool->ready_reported) {
         pool->ready_reported = true;
         if (pool->hooks.on_ready) {
@@ -623,6 +779,16 @@ void worker_pool_on_worker_exit(WorkerPool *pool, Worker *w, const char *status)
 {
     PoolJob *job = w->job;
 
+    if (w->expected_exit || pool->freeing) {
+        worker_pool_emit_worker(pool, POOL_EVENT_WORKER_STOPPED, w,
+                                pool->freeing ? "shutdown" : "recycled");
+    } else {
+        const char *reason = w->crash_reason    ? w->crash_reason
+                             : w->stop_reason[0] ? "killed"
+                             : w->exit_signal >= 0 ? "killed"
+                                                   : "exited";
+        worker_pool_emit_worker(pool, POOL_EVENT_WORKER_CRASHED, w, reason);
+    }
     if (job) {
         if (!job_answered(job)) {
             job_answer_error(job, ERROR_WORKER_CRASHED,
@@ -764,6 +930,32 @@ bool worker_pool_degraded(const WorkerPool *pool)
     ev_tstamp oldest = pool->deaths[pool->death_index];
 
     return oldest > 0 && ev_now(pool->loop) - oldest < WORKER_POOL_CRASH_LOOP_WINDOW_S;
+}
+
+void worker_pool_stats(const WorkerPool *pool, PoolStats *out)
+{
+    PoolStats s = {.queue_depth = pool->queue_len, .size = pool->config.size};
+
+    for (const Worker *w = pool->workers; w; w = w->next) {
+        switch (w->state) {
+        case WORKER_FORKING:
+            s.forking++;
+            break;
+        case WORKER_STARTING:
+            s.starting++;
+            break;
+        case WORKER_IDLE:
+            s.idle++;
+            break;
+        case WORKER_BUSY:
+            s.busy++;
+            break;
+        default:
+            s.stopping++;
+            break;
+        }
+    }
+    *out = s;
 }
 
 int worker_pool_encode_info(const WorkerPool *pool, ei_x_buff *x)

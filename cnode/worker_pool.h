@@ -20,6 +20,39 @@
 
 typedef struct WorkerPool WorkerPool;
 
+typedef enum {
+    POOL_EVENT_WORKER_STARTED,   /* HELLO received; duration_s = fork to HELLO */
+    POOL_EVENT_WORKER_CRASHED,   /* unexpected exit; reason, exit_status or signal */
+    POOL_EVENT_WORKER_RECYCLED,  /* recycling started; reason */
+    POOL_EVENT_WORKER_STOPPED,   /* expected exit after recycling or shutdown */
+    POOL_EVENT_HEARTBEAT_MISSED, /* missed = consecutive misses */
+    POOL_EVENT_CALL_DONE,        /* a call's reply (or its stream's end) was delivered */
+    POOL_EVENT_QUEUE_FULL,
+    POOL_EVENT_QUEUE_TIMEOUT,
+} PoolEventType;
+
+/* What happened in a pool, for telemetry, metrics and logs. Strings are borrowed. */
+typedef struct {
+    PoolEventType type;
+    const char *pool;
+    uint32_t worker_id;
+    int os_pid;
+    double uptime_s;
+    unsigned requests;
+    const char *reason;
+    int exit_status; /* -1 unless the worker exited */
+    int signal;      /* -1 unless a signal ended it */
+    unsigned missed;
+    /* calls */
+    const char *correlation_id;
+    const char *command;
+    double duration_s;   /* from submission to the reply */
+    double queue_s;      /* time in the queue */
+    const char *status;  /* "ok" or the error kind */
+    const char *error_type; /* the Python class of a python_exception, or NULL */
+    unsigned queue_depth;
+} PoolEvent;
+
 typedef struct {
     /* Deliver the reply to a call (`reply` encoded without version byte, borrowed). */
     void (*reply)(void *userdata, DistCaller *caller, const char *reply, size_t len);
@@ -27,6 +60,8 @@ typedef struct {
     void (*drop)(void *userdata, DistCaller *caller);
     /* Send a message (no version byte, borrowed) to a pid; returns 0 or -ENOTCONN. */
     int (*send)(void *userdata, const erlang_pid *to, const char *message, size_t len);
+    /* Report an event; may be NULL. */
+    void (*on_event)(void *userdata, const PoolEvent *event);
     /* Make a new reference of this node, for a stream's id. */
     void (*make_ref)(void *userdata, erlang_ref *out);
     /* The pool's first worker is ready (called once per pool). */
@@ -66,6 +101,8 @@ typedef struct {
     size_t session_id_len;
     uint32_t worker_id;   /* the session's worker, 0 when it has none yet */
     PoolAffinity affinity;
+    const char *correlation_id; /* borrowed; added to error maps and events */
+    const char *command;        /* borrowed; for events and metrics */
 } PoolCallRequest;
 
 int worker_pool_new(struct ev_loop *loop, const PoolConfig *config,
@@ -78,6 +115,19 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request);
 const char *worker_pool_name(const WorkerPool *pool);
 bool worker_pool_ready(const WorkerPool *pool);
 bool worker_pool_degraded(const WorkerPool *pool);
+
+/* Workers by state and queue length, for metrics and health. */
+typedef struct {
+    unsigned forking;
+    unsigned starting;
+    unsigned idle;
+    unsigned busy;
+    unsigned stopping;
+    unsigned queue_depth;
+    unsigned size;
+} PoolStats;
+
+void worker_pool_stats(const WorkerPool *pool, PoolStats *out);
 
 /* Whether worker `worker_id` is alive in this pool and can still take calls. */
 bool worker_pool_has_worker(const WorkerPool *pool, uint32_t worker_id);

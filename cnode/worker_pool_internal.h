@@ -42,6 +42,9 @@ typedef struct PoolJob {
     Worker *worker;
     char *session_id; /* NULL outside a session */
     size_t session_id_len;
+    char correlation_id[40];
+    char command[256];
+    ev_tstamp started; /* when a worker took it; 0 while queued */
     uint32_t want_worker; /* 0: any worker */
     bool strict;          /* only want_worker may run it */
 } PoolJob;
@@ -64,6 +67,7 @@ struct Worker {
     unsigned heartbeats_missed;
     unsigned requests;
     ev_tstamp started;
+    ev_tstamp fork_requested;
     char *in;
     size_t in_len;
     size_t in_cap;
@@ -71,7 +75,10 @@ struct Worker {
     PoolJob *job;         /* the call it runs, or NULL */
     uint64_t dropped_job; /* id of a timed-out call whose late reply is dropped */
     bool expected_exit;   /* recycled or stopped by us: not a crash */
-    bool hello_early;     /* HELLO came before the zygote's FORKED message */
+    const char *crash_reason; /* "timeout" or "heartbeat" when we killed it for that */
+    int exit_status;          /* after it exited, or -1 */
+    int exit_signal;          /* after a signal ended it, or -1 */
+    bool hello_early;         /* HELLO came before the zygote's FORKED message */
     char stop_reason[64];
     Worker *next;
 };
@@ -126,11 +133,14 @@ int worker_process_fork(WorkerPool *pool);
 int worker_process_send(Worker *worker, WorkerFrameType type, uint64_t id, const char *payload,
                         size_t len);
 void worker_process_kill(Worker *worker, int sig, const char *reason);
-void worker_process_recycle(Worker *worker, const char *reason);
+void worker_process_recycle(Worker *worker, const char *code, const char *reason);
 unsigned long worker_process_rss_mb(const Worker *worker);
 void worker_process_free(Worker *worker);
 
 /* worker_pool.c, called by worker_process.c */
+void worker_pool_emit(WorkerPool *pool, const PoolEvent *event);
+void worker_pool_emit_worker(WorkerPool *pool, PoolEventType type, const Worker *worker,
+                             const char *reason);
 void worker_pool_on_zygote_ready(WorkerPool *pool);
 void worker_pool_on_worker_ready(WorkerPool *pool, Worker *worker);
 void worker_pool_on_frame(WorkerPool *pool, Worker *worker, WorkerFrameType type, uint64_t id,

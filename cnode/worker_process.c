@@ -61,7 +61,7 @@ static void describe_status(const siginfo_t *si, char *buf, size_t size)
 }
 
 /* Reap a child through its pidfd. Returns 1 reaped, 0 still running, -errno. */
-static int reap_pidfd(int pidfd, char *status, size_t size)
+static int reap_pidfd(int pidfd, char *status, size_t size, int *exit_status, int *exit_signal)
 {
     siginfo_t si;
 
@@ -73,6 +73,8 @@ static int reap_pidfd(int pidfd, char *status, size_t size)
         return 0;
     }
     describe_status(&si, status, size);
+    *exit_status = si.si_code == CLD_EXITED ? si.si_status : -1;
+    *exit_signal = si.si_code == CLD_EXITED ? -1 : si.si_status;
     return 1;
 }
 
@@ -84,8 +86,10 @@ static void zygote_pidfd_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     WorkerPool *pool = w->data;
     char status[128];
+    int code;
+    int sig;
 
-    if (reap_pidfd(pool->zygote.pidfd, status, sizeof(status)) == 0) {
+    if (reap_pidfd(pool->zygote.pidfd, status, sizeof(status), &code, &sig) == 0) {
         return;
     }
     zygote_on_exit(pool, status);
@@ -453,6 +457,9 @@ int worker_process_fork(WorkerPool *pool)
     w->pool = pool;
     w->id = msg.worker_id;
     w->state = WORKER_FORKING;
+    w->exit_status = -1;
+    w->exit_signal = -1;
+    w->fork_requested = ev_now(pool->loop);
     w->pid = 0;
     w->pidfd = -1;
     w->request_fd = request[0];
@@ -633,7 +640,12 @@ static void worker_heartbeat_timer_cb(struct ev_loop *loop, ev_timer *timer, int
         log_warning("Pool '%s': worker %u (pid %d) missed heartbeat %u of %u",
                     w->pool->config.name, w->id, (int)w->pid, w->heartbeats_missed,
                     w->pool->config.heartbeat_misses);
+        PoolEvent event = {.type = POOL_EVENT_HEARTBEAT_MISSED, .pool = w->pool->config.name,
+                           .worker_id = w->id, .os_pid = (int)w->pid,
+                           .missed = w->heartbeats_missed};
+        worker_pool_emit(w->pool, &event);
         if (w->heartbeats_missed >= w->pool->config.heartbeat_misses) {
+            w->crash_reason = "heartbeat";
             worker_process_kill(w, SIGKILL, "it stopped answering heartbeats");
             return;
         }
@@ -663,8 +675,9 @@ static void worker_kill_timer_cb(struct ev_loop *loop, ev_timer *timer, int reve
     worker_process_kill(w, SIGKILL, "it did not exit after being recycled");
 }
 
-void worker_process_recycle(Worker *w, const char *reason)
+void worker_process_recycle(Worker *w, const char *code, const char *reason)
 {
+    worker_pool_emit_worker(w->pool, POOL_EVENT_WORKER_RECYCLED, w, code);
     log_info("Pool '%s': recycling worker %u (pid %d): %s", w->pool->config.name, w->id,
              (int)w->pid, reason);
     snprintf(w->stop_reason, sizeof(w->stop_reason), "%s", reason);
@@ -707,7 +720,7 @@ static void worker_pidfd_cb(struct ev_loop *loop, ev_io *watcher, int revents)
     Worker *w = watcher->data;
     char status[128];
 
-    if (reap_pidfd(w->pidfd, status, sizeof(status)) == 0) {
+    if (reap_pidfd(w->pidfd, status, sizeof(status), &w->exit_status, &w->exit_signal) == 0) {
         return;
     }
     worker_pool_on_worker_exit(w->pool, w, status);

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 
 #include "store.h"
 #include "store_redis.h"
+#include "store_redis_reply.h"
 
 /* How long a test waits for one asynchronous completion before it fails. */
 #define WAIT_LIMIT_S 5.0
@@ -120,8 +122,11 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* Start redis-server on `port`; `password` NULL for none. Waits until it accepts connections. */
-static void redis_start(RedisServer *server, int port, const char *password)
+/*
+ * Start redis-server on `port` with up to 4 more arguments in `extra` (NULL-terminated, or NULL
+ * for none). Waits until it accepts connections.
+ */
+static void redis_start_with(RedisServer *server, int port, const char *const *extra)
 {
     char port_text[16];
     pid_t pid;
@@ -130,14 +135,17 @@ static void redis_start(RedisServer *server, int port, const char *password)
     pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
-        const char *argv[] = {
+        const char *argv[20] = {
             "redis-server", "--port", port_text, "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-            password != NULL ? "--requirepass" : NULL, password, NULL,
         };
 
         int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        int argc = 13;
 
+        for (int i = 0; extra != NULL && extra[i] != NULL && i < 4; i++) {
+            argv[argc++] = extra[i];
+        }
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         /* redis-server logs to stdout; its warnings stay on stderr. */
         if (devnull >= 0) {
@@ -158,6 +166,14 @@ static void redis_start(RedisServer *server, int port, const char *password)
         sleep_ms(10);
     }
     cr_assert_fail("redis-server did not listen on port %d within 5 s", port);
+}
+
+/* Start redis-server on `port`; `password` NULL for none. */
+static void redis_start(RedisServer *server, int port, const char *password)
+{
+    const char *const with_password[] = {"--requirepass", password, NULL};
+
+    redis_start_with(server, port, password != NULL ? with_password : NULL);
 }
 
 static void redis_kill(RedisServer *server)
@@ -392,6 +408,16 @@ static void wait_done(Harness *h, Result *r)
 static StoreBytes B(const char *s)
 {
     return store_bytes_str(s);
+}
+
+/* `len` (at most 63) bytes of filler for values of a given size. */
+static StoreBytes filler(size_t len)
+{
+    static const char digits[64] = "0123456789012345678901234567890123456789"
+                                   "01234567890123456789012";
+
+    cr_assert_leq(len, sizeof(digits) - 1);
+    return (StoreBytes){.data = (const uint8_t *)digits, .len = len};
 }
 
 static int do_create(Harness *h, StoreBytes id, uint32_t ttl_s, const char *owner, Result *r)
@@ -691,6 +717,34 @@ BACKEND_TEST(variable_quota)
     harness_stop(&h);
 }
 
+Test(store, memory_byte_quota)
+{
+    StoreConfig config = {.max_memory_bytes = 100};
+    Harness h;
+    Result r = {0};
+
+    harness_start(&h, BACKEND_MEMORY, &config);
+    cr_assert_eq(do_create(&h, B("a"), 0, NULL, &r), 0);
+    cr_assert_eq(do_create(&h, B("b"), 0, NULL, &r), 0);
+    /* Names and values count: 1 + 49 and 1 + 49 bytes make exactly 100. */
+    cr_assert_eq(do_put(&h, B("a"), B("x"), filler(49)), 0);
+    cr_assert_eq(do_put(&h, B("b"), B("y"), filler(49)), 0);
+    cr_assert_eq(do_put(&h, B("b"), B("z"), B("")), -EDQUOT, "101 bytes");
+    cr_assert_eq(do_put(&h, B("b"), B("y"), filler(50)), -EDQUOT,
+                 "an overwrite counts the difference");
+    cr_assert_eq(do_put(&h, B("b"), B("y"), B("short")), 0);
+    cr_assert_eq(do_put(&h, B("b"), B("z"), B("1")), 0, "the shorter value freed room");
+    cr_assert_eq(do_done_op(&h, store_delete, B("a")), 0);
+    cr_assert_eq(do_put(&h, B("b"), B("w"), filler(49)), 0, "a deleted session frees its bytes");
+    h.clock_ms += (uint64_t)STORE_DEFAULT_TTL_S * 1000;
+    cr_assert_eq(do_create(&h, B("c"), 0, NULL, &r), 0);
+    cr_assert_eq(do_put(&h, B("c"), B("x"), filler(49)), 0);
+    cr_assert_eq(do_put(&h, B("c"), B("y"), filler(49)), 0,
+                 "an expired session frees its bytes");
+    result_clear(&r);
+    harness_stop(&h);
+}
+
 static char *repeat(char c, size_t n)
 {
     char *s = malloc(n + 1);
@@ -789,6 +843,51 @@ BACKEND_TEST(list_paging)
         cr_assert(seen[i], "session-%d was never listed", i);
     }
     cr_assert_geq(pages, SESSIONS / (2 * LIMIT), "only %d pages", pages);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
+BACKEND_TEST(list_while_growing)
+{
+    enum { FIRST = 50, ADDED = 2000, LIMIT = 10 };
+    bool seen[FIRST] = {false};
+    StoreConfig config = {.max_sessions = FIRST + ADDED};
+    Harness h;
+    Result r = {0};
+    uint64_t cursor = 0;
+    int pages = 0;
+    char id[32];
+
+    harness_start(&h, *backend, &config);
+    for (int i = 0; i < FIRST; i++) {
+        snprintf(id, sizeof(id), "first-%d", i);
+        cr_assert_eq(do_create(&h, B(id), 0, NULL, &r), 0);
+    }
+    do {
+        result_clear(&r);
+        store_list(h.store, cursor, LIMIT, on_list, &r);
+        wait_done(&h, &r);
+        cr_assert_eq(r.status, 0);
+        for (size_t i = 0; i < r.id_count; i++) {
+            int n = -1;
+
+            if (sscanf(r.ids[i], "first-%d", &n) == 1) {
+                cr_assert(n >= 0 && n < FIRST);
+                seen[n] = true;
+            }
+        }
+        cursor = r.cursor;
+        /* After the first page the store grows far past its table size. */
+        for (int i = 0; pages == 0 && i < ADDED; i++) {
+            snprintf(id, sizeof(id), "added-%d", i);
+            cr_assert_eq(do_create(&h, B(id), 0, NULL, &r), 0);
+        }
+        pages++;
+        cr_assert_lt(pages, 100000, "the listing does not end");
+    } while (cursor != 0);
+    for (int i = 0; i < FIRST; i++) {
+        cr_assert(seen[i], "first-%d, present during the whole listing, was never listed", i);
+    }
     result_clear(&r);
     harness_stop(&h);
 }
@@ -1137,6 +1236,39 @@ Test(store, redis_password_and_db)
     harness_stop(&h);
 }
 
+Test(store, redis_out_of_memory)
+{
+    const char *const small_memory[] = {"--maxmemory", "4mb", "--maxmemory-policy", "noeviction",
+                                        NULL};
+    StoreConfig config = {.max_value_bytes = 1024 * 1024};
+    size_t value_len = 1024 * 1024;
+    uint8_t *value = calloc(1, value_len);
+    Harness h;
+    Result r = {0};
+    int status = 0;
+    char name[16];
+    int puts = 0;
+
+    memset(&h, 0, sizeof(h));
+    signal(SIGPIPE, SIG_IGN);
+    h.backend = BACKEND_REDIS;
+    h.loop = ev_loop_new(EVFLAG_AUTO);
+    redis_start_with(&h.redis, free_port(), small_memory);
+    harness_open(&h, &config);
+    cr_assert_eq(do_create(&h, B("s"), 0, NULL, &r), 0);
+    for (; puts < 16 && status == 0; puts++) {
+        snprintf(name, sizeof(name), "v%d", puts);
+        status = do_put(&h, B("s"), B(name), (StoreBytes){value, value_len});
+    }
+    cr_assert_eq(status, -ENOMEM, "put %d of 1 MiB into a 4 MiB Redis: status %d", puts, status);
+    cr_assert_eq(do_get_var(&h, B("s"), B("v0"), &r), 0, "reads still work");
+    cr_assert_eq(r.value_len, value_len);
+    cr_assert(store_is_available(h.store), "an error reply keeps the connection");
+    free(value);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
 Test(store, redis_wrong_password)
 {
     Harness h;
@@ -1190,6 +1322,306 @@ Test(store, redis_key_prefix)
     store_free(other);
     result_clear(&r);
     harness_stop(&h);
+}
+
+/* Run snakepit-store-migrate with `args`; returns its exit status and its stdout in `out`. */
+static int run_migrate(const char *const *args, char *out, size_t size)
+{
+    const char *path = getenv("SNAKEPIT_STORE_MIGRATE");
+    const char *argv[16] = {"snakepit-store-migrate"};
+    size_t used = 0;
+    int fds[2];
+    int wstatus;
+    pid_t pid;
+    ssize_t n;
+
+    cr_assert_not_null(path, "SNAKEPIT_STORE_MIGRATE is not set: run the test through meson");
+    for (int i = 0; args[i] != NULL; i++) {
+        cr_assert_lt(i, 14);
+        argv[i + 1] = args[i];
+    }
+    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    while (used + 1 < size && (n = read(fds[0], out + used, size - used - 1)) > 0) {
+        used += (size_t)n;
+    }
+    out[used] = '\0';
+    close(fds[0]);
+    cr_assert_eq(waitpid(pid, &wstatus, 0), pid);
+    cr_assert(WIFEXITED(wstatus));
+    return WEXITSTATUS(wstatus);
+}
+
+/* Open a second Redis store on the harness's server with `prefix` and wait until it is up. */
+static Store *open_prefix(Harness *h, const char *prefix)
+{
+    StoreConfig config = {.backend = "redis", .key_prefix = prefix};
+    char url[128];
+    Store *store;
+
+    redis_url(h, url, sizeof(url), NULL, 0);
+    config.url = url;
+    cr_assert_eq(store_new(&config, h->loop, &store), 0);
+    for (int i = 0; i < 500 && !store_is_available(store); i++) {
+        ev_run(h->loop, EVRUN_NOWAIT);
+        sleep_ms(10);
+    }
+    cr_assert(store_is_available(store));
+    return store;
+}
+
+Test(store, migrate_between_prefixes)
+{
+    static const uint8_t bin_value[] = {131, 0, 0xff};
+    Harness h;
+    Result r = {0};
+    Store *source;
+    char url[128];
+    char out[4096];
+
+    harness_start(&h, BACKEND_REDIS, NULL);
+    redis_url(&h, url, sizeof(url), NULL, 0);
+    cr_assert_eq(do_create(&h, B("s1"), 120, "a@host", &r), 0);
+    cr_assert_eq(do_put(&h, B("s1"), B("x"), B("1")), 0);
+    cr_assert_eq(do_put(&h, B("s1"), B("bin"), (StoreBytes){bin_value, sizeof(bin_value)}), 0);
+    cr_assert_eq(do_create(&h, B("s2"), 0, NULL, &r), 0);
+    cr_assert_eq(do_create(&h, B("s3"), 0, NULL, &r), 0);
+    cr_assert_eq(do_put(&h, B("s3"), B("y"), B("2")), 0);
+    cr_assert_eq(do_put(&h, B("s3"), B("z"), B("3")), 0);
+
+    /* The target is another prefix on the same server: open it as the harness store. */
+    source = h.store;
+    h.store = open_prefix(&h, "copy:");
+
+    cr_assert_eq(run_migrate((const char *[]){"--from", url, "--to", url, "--to-prefix", "copy:",
+                                              "--dry-run", NULL},
+                             out, sizeof(out)),
+                 0);
+    cr_assert(strstr(out, "would copy 3 sessions with 4 variables") != NULL, "output: %s", out);
+    cr_assert_eq(count_sessions(&h), 0, "a dry run writes nothing");
+
+    for (int run = 0; run < 2; run++) {
+        cr_assert_eq(run_migrate((const char *[]){"--from", url, "--to", url, "--to-prefix",
+                                                  "copy:", NULL},
+                                 out, sizeof(out)),
+                     0, "run %d", run);
+        cr_assert(strstr(out, "copied 3 sessions with 4 variables") != NULL, "output: %s", out);
+        cr_assert_eq(count_sessions(&h), 3, "run %d", run);
+    }
+    cr_assert_eq(do_dump(&h, B("s1"), &r), 0);
+    cr_assert_eq(r.session.ttl_s, 120);
+    cr_assert_str_eq(r.owner, "a@host");
+    cr_assert_eq(r.var_count, 2);
+    cr_assert_str_eq(dumped_var(&r, "x"), "1");
+    cr_assert_eq(do_get_var(&h, B("s1"), B("bin"), &r), 0);
+    cr_assert_eq(r.value_len, sizeof(bin_value));
+    cr_assert_eq(memcmp(r.value, bin_value, sizeof(bin_value)), 0);
+    cr_assert_eq(do_dump(&h, B("s2"), &r), 0);
+    cr_assert_not(r.has_owner);
+    cr_assert_eq(r.var_count, 0);
+
+    /* A value over the target's limit fails that session only. */
+    cr_assert_eq(run_migrate((const char *[]){"--from", url, "--to", url, "--to-prefix", "small:",
+                                              "--max-value-bytes", "1", NULL},
+                             out, sizeof(out)),
+                 1);
+    cr_assert(strstr(out, "copied 2 sessions with 2 variables; 0 skipped (gone since listed), "
+                          "1 failed") != NULL,
+              "output: %s", out);
+
+    cr_assert_eq(run_migrate((const char *[]){"--from", url, "--to", url, NULL}, out, sizeof(out)),
+                 64, "the source and the target are the same store");
+    cr_assert_eq(run_migrate((const char *[]){"--from", url, NULL}, out, sizeof(out)), 64);
+    store_free(source);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
+/* Hand-built hiredis replies for the parser tests; reply_free() frees a whole tree. */
+
+static redisReply *reply_new(int type)
+{
+    redisReply *r = calloc(1, sizeof(*r));
+
+    r->type = type;
+    return r;
+}
+
+static redisReply *reply_int(long long value)
+{
+    redisReply *r = reply_new(REDIS_REPLY_INTEGER);
+
+    r->integer = value;
+    return r;
+}
+
+static redisReply *reply_str(const char *s)
+{
+    redisReply *r = reply_new(REDIS_REPLY_STRING);
+
+    r->str = strdup(s);
+    r->len = strlen(s);
+    return r;
+}
+
+static redisReply *reply_error(const char *s)
+{
+    redisReply *r = reply_str(s);
+
+    r->type = REDIS_REPLY_ERROR;
+    return r;
+}
+
+/* An array of `n` replies (stolen). */
+static redisReply *reply_array(size_t n, ...)
+{
+    redisReply *r = reply_new(REDIS_REPLY_ARRAY);
+    va_list ap;
+
+    r->elements = n;
+    r->element = calloc(n + 1, sizeof(*r->element));
+    va_start(ap, n);
+    for (size_t i = 0; i < n; i++) {
+        r->element[i] = va_arg(ap, redisReply *);
+    }
+    va_end(ap);
+    return r;
+}
+
+static void reply_free(redisReply *r)
+{
+    for (size_t i = 0; i < r->elements; i++) {
+        reply_free(r->element[i]);
+    }
+    free(r->element);
+    free(r->str);
+    free(r);
+}
+
+static int parse_session_reply(redisReply *r)
+{
+    StoreSession session = {.ttl_s = 7};
+    int status = store_redis_reply_session(r, B("id"), &session);
+
+    if (status != 0) {
+        cr_assert_eq(session.ttl_s, 7, "output written on failure");
+    }
+    reply_free(r);
+    return status;
+}
+
+Test(store, redis_reply_session_shapes)
+{
+    StoreSession session;
+    redisReply *r;
+
+    r = reply_array(6, reply_int(0), reply_str("10"), reply_str("20"), reply_str("30"),
+                    reply_str("node@h"), reply_str("4"));
+    cr_assert_eq(store_redis_reply_session(r, B("id"), &session), 0);
+    cr_assert_eq(session.created_ms, 10);
+    cr_assert_eq(session.accessed_ms, 20);
+    cr_assert_eq(session.ttl_s, 30);
+    cr_assert_str_eq(session.owner, "node@h");
+    cr_assert_eq(session.worker_id, 4);
+    reply_free(r);
+
+    cr_assert_eq(parse_session_reply(reply_array(1, reply_int(1))), -ENOENT);
+    cr_assert_eq(parse_session_reply(reply_array(1, reply_int(3))), -EDQUOT);
+    cr_assert_eq(parse_session_reply(reply_array(1, reply_int(9))), -EPROTO);
+    cr_assert_eq(parse_session_reply(reply_array(0)), -EPROTO);
+    cr_assert_eq(parse_session_reply(reply_array(1, reply_str("0"))), -EPROTO);
+    cr_assert_eq(parse_session_reply(reply_int(0)), -EPROTO);
+    cr_assert_eq(parse_session_reply(reply_error("ERR something")), -EPROTO);
+    cr_assert_eq(parse_session_reply(reply_error("OOM command not allowed")), -ENOMEM);
+    cr_assert_eq(parse_session_reply(reply_error("LOADING Redis is loading")), -EBUSY);
+    cr_assert_eq(parse_session_reply(reply_error("READONLY You can't write")), -EROFS);
+    cr_assert_eq(parse_session_reply(reply_array(5, reply_int(0), reply_str("1"), reply_str("2"),
+                                                 reply_str("3"), reply_new(REDIS_REPLY_NIL))),
+                 -EPROTO, "five elements");
+    cr_assert_eq(parse_session_reply(reply_array(6, reply_int(0), reply_str("1"), reply_str("x"),
+                                                 reply_str("3"), reply_new(REDIS_REPLY_NIL),
+                                                 reply_new(REDIS_REPLY_NIL))),
+                 -EPROTO, "accessed is not a number");
+    cr_assert_eq(parse_session_reply(reply_array(6, reply_int(0), reply_str("1"), reply_str("2"),
+                                                 reply_str("31536001"),
+                                                 reply_new(REDIS_REPLY_NIL),
+                                                 reply_new(REDIS_REPLY_NIL))),
+                 -EPROTO, "TTL over the limit");
+    cr_assert_eq(parse_session_reply(reply_array(6, reply_int(0), reply_str("1"), reply_str("2"),
+                                                 reply_str("3"), reply_int(5),
+                                                 reply_new(REDIS_REPLY_NIL))),
+                 -EPROTO, "owner is an integer");
+    cr_assert_eq(parse_session_reply(reply_array(6, reply_int(0), reply_str("1"), reply_str("2"),
+                                                 reply_str("3"), reply_new(REDIS_REPLY_NIL),
+                                                 reply_str("-1"))),
+                 -EPROTO, "negative worker");
+    cr_assert_eq(parse_session_reply(reply_array(6, reply_int(0), reply_str("1"), reply_str("2"),
+                                                 reply_str("3"), reply_new(REDIS_REPLY_NIL),
+                                                 reply_str("99999999999999999999"))),
+                 -EPROTO, "worker over 64 bits");
+}
+
+Test(store, redis_reply_dump_and_scan_shapes)
+{
+    StoreSession session;
+    StoreVar *vars = NULL;
+    StoreBytes *ids = NULL;
+    size_t count = 0;
+    uint64_t cursor = 0;
+    redisReply *r;
+
+    r = reply_array(2, reply_int(0),
+                    reply_array(8, reply_str("ttl"), reply_str("5"), reply_str("v:a"),
+                                reply_str("1"), reply_str("ownerx"), reply_str("ignored"),
+                                reply_str("v:"), reply_str("not a variable")));
+    cr_assert_eq(store_redis_reply_dump(r, B("id"), &session, &vars, &count), 0);
+    cr_assert_eq(session.ttl_s, 5);
+    cr_assert_null(session.owner, "only the exact field name \"owner\" is the owner");
+    cr_assert_eq(count, 1);
+    cr_assert_eq(vars[0].name.len, 1);
+    cr_assert_eq(vars[0].name.data[0], 'a');
+    free(vars);
+    reply_free(r);
+
+    vars = NULL;
+    r = reply_array(2, reply_int(0), reply_array(3, reply_str("ttl"), reply_str("5"),
+                                                 reply_str("v:a")));
+    cr_assert_eq(store_redis_reply_dump(r, B("id"), &session, &vars, &count), -EPROTO,
+                 "odd field count");
+    cr_assert_null(vars);
+    reply_free(r);
+    r = reply_array(2, reply_int(0), reply_array(2, reply_str("v:a"), reply_int(1)));
+    cr_assert_eq(store_redis_reply_dump(r, B("id"), &session, &vars, &count), -EPROTO,
+                 "integer value");
+    cr_assert_null(vars);
+    reply_free(r);
+
+    r = reply_array(2, reply_str("17"),
+                    reply_array(4, reply_str("p:session:a"), reply_str("p:session:"),
+                                reply_int(3), reply_str("other:b")));
+    cr_assert_eq(store_redis_reply_scan(r, "p:session:", &cursor, &ids, &count), 0);
+    cr_assert_eq(cursor, 17);
+    cr_assert_eq(count, 1, "keys without an id after the prefix are left out");
+    cr_assert_eq(ids[0].len, 1);
+    cr_assert_eq(ids[0].data[0], 'a');
+    free(ids);
+    reply_free(r);
+
+    ids = NULL;
+    r = reply_array(2, reply_str("x"), reply_array(0));
+    cr_assert_eq(store_redis_reply_scan(r, "p:", &cursor, &ids, &count), -EPROTO);
+    cr_assert_null(ids);
+    reply_free(r);
+    r = reply_error("LOADING Redis is loading");
+    cr_assert_eq(store_redis_reply_scan(r, "p:", &cursor, &ids, &count), -EBUSY);
+    reply_free(r);
 }
 
 typedef struct UrlCase {
