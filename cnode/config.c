@@ -348,10 +348,10 @@ int config_set(Config *c, const char *section, const char *key, const char *valu
 }
 
 /*
- * libinih reports the first bad line but goes on parsing, and it hands the handler no line
- * number. Feeding it through our own reader, one whole line per call, lets the handler know its
- * line, so the message kept is the one of the first bad line, and a line longer than inih's
- * fixed buffer is reported as such instead of being parsed in pieces.
+ * libinih reports the first bad line but goes on parsing, and it passes the handler no line
+ * number. Our reader gives inih one whole line per call, so the handler knows its line and the
+ * message kept is the one of the first bad line. A line longer than inih's fixed buffer is
+ * reported as too long instead of being parsed in pieces.
  */
 typedef struct {
     Config *config;

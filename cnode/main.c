@@ -102,12 +102,35 @@ static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+static void on_second_signal(int signum)
+{
+    log_signal_safe("snakepit-cnode: second termination signal, exiting now\n");
+    _exit(1);
+}
+
+/*
+ * From here on SIGTERM and SIGINT exit at once through a plain handler: the loop may sit in
+ * dist_stop_accepting() for up to the handshake timeout, waiting for an acceptor thread, and no
+ * libev callback runs meanwhile. The watchers stop first, since stopping one resets the signal.
+ */
+static void exit_on_next_signal(Daemon *d)
+{
+    struct sigaction sa = {.sa_handler = on_second_signal};
+
+    ev_signal_stop(d->loop, &d->sigterm_watcher);
+    ev_signal_stop(d->loop, &d->sigint_watcher);
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
 void daemon_shutdown(Daemon *d, const char *reason)
 {
     if (d->shutting_down) {
         return;
     }
     d->shutting_down = true;
+    exit_on_next_signal(d);
     log_notice("Shutting down (%s): %u calls in flight", reason, d->calls_in_flight);
     sd_notify_send("STOPPING=1");
     dist_stop_accepting(d->dist);
@@ -128,10 +151,6 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     Daemon *d = w->data;
 
-    if (d->shutting_down) {
-        log_signal_safe("snakepit-cnode: second termination signal, exiting now\n");
-        _exit(1);
-    }
     daemon_shutdown(d, w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 

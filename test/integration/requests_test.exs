@@ -64,9 +64,11 @@ defmodule Snakepit.Test.RequestsTest do
     test "info shape", %{node: node} do
       assert {:ok, info} = GenServer.call({:snakepit, node}, :info)
       assert %{version: version, node: ^node, pools: pools, store: _, uptime_ms: uptime} = info
-      assert is_binary(version) and version =~ ~r/^\d+\.\d+\.\d+/
+      assert is_binary(version)
+      assert version =~ ~r/^\d+\.\d+\.\d+/
       assert is_list(pools)
-      assert is_integer(uptime) and uptime >= 0
+      assert is_integer(uptime)
+      assert uptime >= 0
       Process.sleep(50)
       assert {:ok, %{uptime_ms: later}} = GenServer.call({:snakepit, node}, :info)
       assert later >= uptime + 50
@@ -129,7 +131,10 @@ defmodule Snakepit.Test.RequestsTest do
   describe "message size limit" do
     test "a 70 MB call gets too_large and the connection stays", %{node: node} do
       big = :binary.copy("x", 70_000_000)
-      assert {:error, error} = GenServer.call({:snakepit, node}, {:execute, "x", [big], []}, 30_000)
+
+      assert {:error, error} =
+               GenServer.call({:snakepit, node}, {:execute, "x", [big], []}, 30_000)
+
       assert %{kind: :too_large, retryable: false, message: message} = error
       assert message =~ "67108864"
       assert node in Node.list(:hidden)
@@ -140,6 +145,7 @@ defmodule Snakepit.Test.RequestsTest do
       alias_ref = :erlang.alias()
       tag = [:alias | alias_ref]
       big = :binary.copy("y", 70_000_000)
+
       assert {:reply, reply_tag, {:error, %{kind: :too_large}}} =
                raw_call(node, :snakepit, tag, {:echo, big}, 30_000)
 
@@ -155,7 +161,9 @@ defmodule Snakepit.Test.SizeLimitTest do
   @limit 4096
 
   setup do
-    path = Path.join(System.tmp_dir!(), "snakepit-limit-#{System.unique_integer([:positive])}.ini")
+    path =
+      Path.join(System.tmp_dir!(), "snakepit-limit-#{System.unique_integer([:positive])}.ini")
+
     File.write!(path, "[node]\nmax_message_bytes = #{@limit}\n")
     on_exit(fn -> File.rm(path) end)
     daemon = Daemon.start!(args: ["--config", path])
@@ -168,9 +176,9 @@ defmodule Snakepit.Test.SizeLimitTest do
   end
 
   test "limit and limit + 1", %{daemon: daemon, node: node} do
-    # The daemon logs the frame size of a dropped message; from one over-limit probe, the
-    # binary size that makes the frame exactly the limit follows (the binary's length field
-    # has a fixed width, so frame size and binary size move together).
+    # The daemon logs the frame size of a dropped message. The length field of a binary has a
+    # fixed width, so frame size and binary size move together, and one over-limit probe gives
+    # the binary size that makes the frame exactly the limit.
     probe = 2 * @limit
     assert {:error, %{kind: :too_large}} = call_with(node, probe)
 

@@ -14,7 +14,7 @@ if [ ! -x "$daemon" ]; then
     exit 1
 fi
 
-# epmd has no pid file, so it is left running; whoever runs the whole CI stops it.
+# epmd has no pid file, so it is left running. The CI script stops it.
 if ! epmd -names >/dev/null 2>&1; then
     epmd -daemon
     for _ in $(seq 50); do
@@ -22,6 +22,10 @@ if ! epmd -names >/dev/null 2>&1; then
         sleep 0.1
     done
 fi
+
+# With a sanitizer build (SNAKEPIT_BUILD_DIR=build-asan), undefined behaviour stops the daemon
+# too, so that a test fails on it.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 log=$(mktemp)

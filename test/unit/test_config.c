@@ -287,7 +287,7 @@ Test(config, string_too_long)
     Config c;
     char err[CONFIG_ERROR_MAX];
 
-    /* store_backend holds 31 bytes; the line stays well under the INI line length. */
+    /* store_backend has room for 31 bytes, and the line is well under the INI line length. */
     const char text[] = "[store]\nbackend = memorymemorymemorymemorymemorymemory\n";
     cr_assert_eq(parse(&c, text, err, sizeof(err)), -EINVAL);
     cr_assert(strstr(err, "line 2: value of 'backend' in [store] is too long") != NULL,

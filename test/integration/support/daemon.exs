@@ -44,31 +44,37 @@ defmodule Snakepit.Test.OsProcess do
     :ok
   end
 
-  @doc "Stop the process: SIGTERM, then SIGKILL after `grace` ms. Returns the exit status."
+  @doc "Stop the process and release its port. Returns the exit status."
   def stop(%__MODULE__{} = p, grace \\ 5000) do
-    status =
-      case exit_status(p) do
-        nil ->
-          # A stopped process only acts on SIGTERM once it runs again.
-          System.cmd("kill", ["-CONT", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
-          System.cmd("kill", ["-TERM", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
-
-          case await_exit(p, grace) do
-            {:ok, status} ->
-              status
-
-            :timeout ->
-              System.cmd("kill", ["-KILL", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
-              {:ok, status} = await_exit(p, 5000)
-              status
-          end
-
-        status ->
-          status
-      end
-
+    status = stop_process(p, grace)
     GenServer.stop(p.server)
     status
+  end
+
+  @doc """
+  End the process (SIGTERM, then SIGKILL after `grace` ms) but keep its output readable.
+  Returns the exit status.
+  """
+  def stop_process(%__MODULE__{} = p, grace \\ 5000) do
+    case exit_status(p) do
+      nil ->
+        # A stopped process only acts on SIGTERM once it runs again.
+        System.cmd("kill", ["-CONT", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
+        System.cmd("kill", ["-TERM", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
+
+        case await_exit(p, grace) do
+          {:ok, status} ->
+            status
+
+          :timeout ->
+            System.cmd("kill", ["-KILL", Integer.to_string(p.os_pid)], stderr_to_stdout: true)
+            {:ok, status} = await_exit(p, 5000)
+            status
+        end
+
+      status ->
+        status
+    end
   end
 
   @impl true
@@ -80,7 +86,8 @@ defmodule Snakepit.Test.OsProcess do
         :stderr_to_stdout,
         {:line, 1_048_576},
         args: args,
-        env: Enum.map(env, fn {k, v} -> {to_charlist(k), to_charlist(v)} end)
+        # A value of false removes the variable from the inherited environment.
+        env: Enum.map(env, fn {k, v} -> {to_charlist(k), v && to_charlist(v)} end)
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
@@ -221,10 +228,23 @@ defmodule Snakepit.Test.Daemon do
     end
   end
 
-  @doc "Start the daemon for the current test and stop it when the test ends."
+  @doc """
+  Start the daemon for the current test and stop it when the test ends. The test fails if the
+  daemon printed a sanitizer report (when the build has -Db_sanitize).
+  """
   def start!(opts \\ []) do
     {:ok, daemon} = start(opts)
-    ExUnit.Callbacks.on_exit(fn -> stop(daemon) end)
+
+    ExUnit.Callbacks.on_exit(fn ->
+      OsProcess.stop_process(daemon.proc)
+      output = lines(daemon)
+      stop(daemon)
+
+      if Enum.any?(output, &(&1 =~ ~r/runtime error:|Sanitizer/)) do
+        raise "the daemon printed a sanitizer report:\n" <> Enum.join(output, "\n")
+      end
+    end)
+
     daemon
   end
 
@@ -258,12 +278,12 @@ defmodule Snakepit.Test.Peer do
   alias Snakepit.Test.{Daemon, OsProcess}
 
   @doc """
-  Start `elixir --sname NAME --cookie COOKIE peer.exs MODE ARGS...`. Options: `:cookie`,
-  `:erl` (flags for the VM, e.g. "-kernel net_ticktime 4"), `:script` (another peer script in
-  place of peer.exs). Stopped when the test ends.
+  Start `elixir --sname NAME --cookie COOKIE peer.exs MODE ARGS...`. Options: `:name`,
+  `:cookie`, `:erl` (flags for the VM, e.g. "-kernel net_ticktime 4"), `:script` (another peer
+  script in place of peer.exs). Stopped when the test ends. Returns `{process, node}`.
   """
   def start!(mode, args, opts \\ []) do
-    name = Daemon.unique_name("peer")
+    name = Keyword.get_lazy(opts, :name, fn -> Daemon.unique_name("peer") end)
     cookie = Keyword.get(opts, :cookie, Daemon.cookie())
     erl = if opts[:erl], do: ["--erl", opts[:erl]], else: []
     script = Keyword.get_lazy(opts, :script, fn -> Path.expand("peer.exs", __DIR__) end)
@@ -274,7 +294,8 @@ defmodule Snakepit.Test.Peer do
     {proc, String.to_atom("#{name}@#{host()}")}
   end
 
-  defp host do
+  @doc "The host part of this node's name, which peers share."
+  def host do
     [_, host] = node() |> Atom.to_string() |> String.split("@")
     host
   end
@@ -289,7 +310,7 @@ defmodule Snakepit.Test.Proc do
   @doc "User plus system CPU time in clock ticks (fields 14 and 15 of /proc/PID/stat)."
   def cpu_ticks(os_pid) do
     stat = File.read!("/proc/#{os_pid}/stat")
-    # The command name may contain spaces; the fields after it start past the last ')'.
+    # The command name may contain spaces, so the fields are counted from the last ')'.
     fields = stat |> String.split(") ") |> List.last() |> String.split()
     String.to_integer(Enum.at(fields, 11)) + String.to_integer(Enum.at(fields, 12))
   end

@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# Peer connections: pings right after start, concurrent handshakes, wrong cookies, peers that
+# vanish, idle peers with a short tick time, and peers that stop reading.
+
+defmodule Snakepit.Test.ConnectionsTest do
+  use ExUnit.Case, async: false
+  alias Snakepit.Test.{Daemon, OsProcess, Peer, Proc}
+
+  defp ping_ms(node) do
+    {us, result} = :timer.tc(fn -> Node.ping(node) end)
+    {result, us / 1000}
+  end
+
+  defp call_ms(node) do
+    {us, result} = :timer.tc(fn -> GenServer.call({:snakepit, node}, :ping, 5000) end)
+    {result, us / 1000}
+  end
+
+  defp await!(proc, regex, timeout) do
+    case OsProcess.await_line(proc, regex, timeout) do
+      {:ok, captures} ->
+        captures
+
+      other ->
+        flunk(
+          "waited for #{inspect(regex)}: #{inspect(other)}\n#{Enum.join(OsProcess.lines(proc), "\n")}"
+        )
+    end
+  end
+
+  test "100 Node.ping right after start (C2)" do
+    daemon = Daemon.start!()
+    results = for _ <- 1..100, do: ping_ms(daemon.node)
+
+    for {{result, ms}, i} <- Enum.with_index(results, 1) do
+      assert result == :pong, "ping #{i} gave #{result}"
+      assert ms < 50, "ping #{i} took #{ms} ms"
+    end
+
+    assert daemon.node in Node.list(:hidden)
+    refute daemon.node in Node.list()
+  end
+
+  test "two nodes connect and call at the same moment (C3)" do
+    daemon = Daemon.start!()
+    Process.register(self(), :peer_barrier)
+    on_exit(fn -> if Process.whereis(:peer_barrier), do: Process.unregister(:peer_barrier) end)
+
+    peers =
+      for _ <- 1..2 do
+        Peer.start!("calls", [Atom.to_string(daemon.node), Atom.to_string(node()), "50"])
+      end
+
+    ready =
+      for _ <- peers do
+        assert_receive {:ready, pid, _node}, 30_000
+        pid
+      end
+
+    Enum.each(ready, &send(&1, :go))
+
+    for _ <- peers do
+      assert_receive {:done, peer_node, results}, 30_000
+      assert length(results) == 50
+      assert Enum.all?(results, &(&1 == :pong)), "#{peer_node}: #{inspect(Enum.uniq(results))}"
+    end
+
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+  end
+
+  test "wrong cookie: pang each time, few log lines, flat fd count (C19)" do
+    daemon = Daemon.start!()
+    os_pid = Daemon.os_pid(daemon)
+    fds_before = Proc.fd_count(os_pid)
+
+    {peer, peer_node} =
+      Peer.start!("pings", [Atom.to_string(daemon.node), "1000"], cookie: "wrong")
+
+    assert [_, "0", "1000"] = await!(peer, ~r/^PINGS pong=(\d+) pang=(\d+)$/, 90_000)
+
+    # Handshakes run on acceptor threads: give the last one a moment to finish closing.
+    Process.sleep(200)
+    assert Proc.fd_count(os_pid) <= fds_before, "fds grew from #{fds_before}"
+
+    failures = Enum.filter(Daemon.lines(daemon), &(&1 =~ "Handshake"))
+    assert length(failures) in 1..3, "#{length(failures)} lines:\n#{Enum.join(failures, "\n")}"
+    assert Enum.all?(failures, &(&1 =~ Atom.to_string(peer_node)))
+
+    # The daemon still serves a node with the right cookie.
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+  end
+
+  test "peer killed abruptly: disconnect logged, still registered, idle CPU (C21)" do
+    daemon = Daemon.start!()
+    os_pid = Daemon.os_pid(daemon)
+    {peer, peer_node} = Peer.start!("connect", [Atom.to_string(daemon.node)])
+    await!(peer, ~r/^CALL :pong$/, 30_000)
+    await!(daemon.proc, ~r/Node #{peer_node} connected/, 1000)
+
+    OsProcess.signal(peer, "KILL")
+
+    {us, result} =
+      :timer.tc(fn ->
+        OsProcess.await_line(daemon.proc, ~r/Node #{peer_node} disconnected/, 1000)
+      end)
+
+    assert {:ok, _} = result, "no disconnect line within 1 s"
+    assert us < 1_000_000
+    assert Proc.epmd_registered?(daemon.sname)
+
+    ticks_before = Proc.cpu_ticks(os_pid)
+    Process.sleep(2000)
+    ticks = Proc.cpu_ticks(os_pid) - ticks_before
+    # Clock ticks are 10 ms: an idle loop uses none, a busy one about 200 over 2 s.
+    assert ticks <= 5, "#{ticks} CPU ticks in 2 s"
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+  end
+
+  test "peer halting itself: disconnect logged" do
+    daemon = Daemon.start!()
+    {peer, peer_node} = Peer.start!("pings", [Atom.to_string(daemon.node), "1"])
+    await!(peer, ~r/^PINGS pong=1 pang=0$/, 30_000)
+    assert {:ok, _} = OsProcess.await_exit(peer, 10_000)
+    assert {:ok, _} = OsProcess.await_line(daemon.proc, ~r/Node #{peer_node} disconnected/, 1000)
+    assert Proc.epmd_registered?(daemon.sname)
+  end
+
+  @tag timeout: 60_000
+  test "peer with net_ticktime 4 stays connected while idle for 12 s" do
+    daemon = Daemon.start!()
+
+    {peer, peer_node} =
+      Peer.start!("idle", [Atom.to_string(daemon.node), "12"], erl: "-kernel net_ticktime 4")
+
+    await!(peer, ~r/^CONNECTED ticktime=4$/, 30_000)
+    result = await!(peer, ~r/^IDLE (.*)$/, 30_000)
+
+    assert result == [
+             "IDLE nodedown=false connected=true call=:pong",
+             "nodedown=false connected=true call=:pong"
+           ]
+
+    refute Enum.any?(Daemon.lines(daemon), &(&1 =~ "Node #{peer_node} disconnected"))
+  end
+
+  test "a stopped peer does not delay another peer's calls" do
+    daemon = Daemon.start!()
+    {flooder, flooder_node} = Peer.start!("flood", [Atom.to_string(daemon.node)])
+    await!(flooder, ~r/^FLOODING$/, 30_000)
+    Process.sleep(500)
+    OsProcess.signal(flooder, "STOP")
+
+    # Calls from the flooder are still in the daemon's socket, and the daemon sends their
+    # replies into a connection that no process reads.
+    Process.sleep(300)
+    results = for _ <- 1..200, do: call_ms(daemon.node)
+
+    # The daemon reads up to 1 MiB from one peer per callback, so a call may wait behind that
+    # much of the flooder's backlog: tens of ms in a sanitizer build, under 20 ms otherwise.
+    for {{result, ms}, i} <- Enum.with_index(results, 1) do
+      assert result == :pong
+      assert ms < 100, "call #{i} took #{ms} ms while #{flooder_node} was stopped"
+    end
+
+    median = results |> Enum.map(&elem(&1, 1)) |> Enum.sort() |> Enum.at(100)
+    assert median < 5, "median call took #{median} ms while #{flooder_node} was stopped"
+
+    OsProcess.signal(flooder, "CONT")
+  end
+
+  test "a peer that stops reading is dropped at the output limit" do
+    path = Path.join(System.tmp_dir!(), "snakepit-out-#{System.unique_integer([:positive])}.ini")
+    File.write!(path, "[node]\nmax_output_bytes = 65536\n")
+    on_exit(fn -> File.rm(path) end)
+    daemon = Daemon.start!(args: ["--config", path])
+    # A small receive buffer on the flooder keeps the kernel from absorbing megabytes of
+    # replies, so the daemon's own queue reaches its limit soon after the flooder stops.
+    {flooder, flooder_node} =
+      Peer.start!("flood", [Atom.to_string(daemon.node)],
+        erl: "-kernel inet_dist_connect_options [{recbuf,4096}]"
+      )
+
+    await!(flooder, ~r/^FLOODING$/, 30_000)
+    Process.sleep(500)
+    OsProcess.signal(flooder, "STOP")
+
+    assert {:ok, _} =
+             OsProcess.await_line(
+               daemon.proc,
+               ~r/Disconnecting node #{flooder_node}: its output queue would pass 65536 bytes/,
+               10_000
+             )
+
+    assert {:ok, _} =
+             OsProcess.await_line(daemon.proc, ~r/Node #{flooder_node} disconnected/, 1000)
+
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+    OsProcess.signal(flooder, "CONT")
+  end
+end
