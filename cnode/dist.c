@@ -667,6 +667,11 @@ void dist_free(Dist *d)
         return;
     }
     dist_stop_accepting(d);
+    /*
+     * The daemon frees its pools, store and observability before the distribution, so a node
+     * down reported from here would reach freed state.
+     */
+    d->handlers.on_node_down = NULL;
     while (d->conns) {
         dist_conn_close(d->conns->conn, -ESHUTDOWN);
     }

@@ -92,5 +92,5 @@ void dist_make_ref(Dist *dist, erlang_ref *out);
 /* Stop taking new connections and unregister from epmd; live connections go on. */
 void dist_stop_accepting(Dist *dist);
 
-/* Close every connection and free the Dist. Accepts NULL. */
+/* Close every connection without calling on_node_down, and free the Dist. Accepts NULL. */
 void dist_free(Dist *dist);
