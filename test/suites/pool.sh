@@ -59,7 +59,7 @@ for environ in /proc/[0-9]*/environ; do
     pid=${environ#/proc/}
     pid=${pid%/environ}
     state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null) || continue
-    if [ "$state" != Z ] && tr '\0' '\n' <"$environ" 2>/dev/null | grep -qxF "$run_marker"; then
+    if [ "$state" != Z ] && { tr '\0' '\n' <"$environ"; } 2>/dev/null | grep -qxF "$run_marker"; then
         leftovers+=("$pid")
     fi
 done

@@ -44,8 +44,13 @@ defmodule Snakepit.Test.Pool do
 
     if Keyword.get(opts, :stop, true) do
       ExUnit.Callbacks.on_exit(fn ->
-        stop_quietly(daemon)
+        status = stop_quietly(daemon)
         File.rm(path)
+
+        # A daemon the test left running must shut down cleanly on SIGTERM.
+        if status not in [0, :stopped] do
+          raise "the daemon #{daemon.node} exited with status #{inspect(status)} after SIGTERM"
+        end
       end)
     end
 
@@ -53,11 +58,11 @@ defmodule Snakepit.Test.Pool do
     daemon
   end
 
-  @doc "Stop the daemon unless a test stopped it already."
+  @doc "Stop the daemon unless a test stopped it already: its exit status, or `:stopped`."
   def stop_quietly(daemon) do
     Daemon.stop(daemon)
   catch
-    :exit, _ -> :ok
+    :exit, _ -> :stopped
   end
 
   @doc "INI text of the default pool with `settings` (a keyword list) and the fixtures allowed."
