@@ -57,16 +57,29 @@ defmodule Snakepit.Test.PoolCrashTest do
     assert Pool.worker_pids(daemon) == [new_pid]
   end
 
+  defp subscribe_worker_events(node) do
+    events = [[:snakepit, :worker, :crashed], [:snakepit, :worker, :restarted]]
+    assert :ok = GenServer.call({:snakepit, node}, {:subscribe, self(), events})
+  end
+
   test "os._exit(3) reports exit status 3 (C13)", %{daemon: daemon, node: node} do
+    subscribe_worker_events(node)
     assert {:ok, pid} = Pool.fixture(node, "pid", [])
     assert {:error, error} = Pool.fixture(node, "exit_now", [3])
     assert %{kind: :worker_crashed, message: message} = error
     assert message =~ "exited with status 3"
     assert message =~ "pid #{pid}"
+
+    assert_receive {:snakepit_telemetry, [:snakepit, :worker, :crashed], _,
+                    %{os_pid: ^pid, exit_status: 3}},
+                   2000
+
+    assert_receive {:snakepit_telemetry, [:snakepit, :worker, :restarted], _, _}, 2000
     assert_replaced(daemon, node, pid)
   end
 
   test "SIGKILL reports signal 9 (C13)", %{daemon: daemon, node: node} do
+    subscribe_worker_events(node)
     assert {:ok, pid} = Pool.fixture(node, "pid", [])
     task = Task.async(fn -> Pool.fixture(node, "sleep", [10]) end)
     Process.sleep(300)
@@ -74,6 +87,12 @@ defmodule Snakepit.Test.PoolCrashTest do
     assert {:error, error} = Task.await(task, 5000)
     assert %{kind: :worker_crashed, message: message} = error
     assert message =~ "signal 9"
+
+    assert_receive {:snakepit_telemetry, [:snakepit, :worker, :crashed], _,
+                    %{os_pid: ^pid, signal: 9}},
+                   2000
+
+    assert_receive {:snakepit_telemetry, [:snakepit, :worker, :restarted], _, _}, 2000
     assert_replaced(daemon, node, pid)
   end
 
