@@ -43,7 +43,9 @@ defmodule Snakepit.Test.PoolCrashTest do
   alias Snakepit.Test.{Daemon, Pool, ProcTree}
 
   setup do
-    ini = Pool.pool_ini(size: 1, kill_grace_ms: 200, heartbeat_interval_ms: 100, heartbeat_misses: 3)
+    ini =
+      Pool.pool_ini(size: 1, kill_grace_ms: 200, heartbeat_interval_ms: 100, heartbeat_misses: 3)
+
     daemon = Pool.start_daemon!(ini)
     %{daemon: daemon, node: daemon.node}
   end
@@ -141,8 +143,7 @@ defmodule Snakepit.Test.PoolTimeoutTest do
   end
 
   test "the daemon's timeout comes before the caller's (C22)", %{node: node} do
-    {ms, result} =
-      Pool.timed(fn -> Pool.fixture(node, "sleep", [3], [timeout: 500], 5000) end)
+    {ms, result} = Pool.timed(fn -> Pool.fixture(node, "sleep", [3], [timeout: 500], 5000) end)
 
     assert {:error, %{kind: :timeout, message: message}} = result
     assert message =~ "500 ms"
@@ -150,8 +151,7 @@ defmodule Snakepit.Test.PoolTimeoutTest do
     assert ms < 1000
 
     # A margin of 200 ms is enough: the error arrives, not the caller's own exit.
-    {ms, result} =
-      Pool.timed(fn -> Pool.fixture(node, "sleep", [3], [timeout: 1000], 1200) end)
+    {ms, result} = Pool.timed(fn -> Pool.fixture(node, "sleep", [3], [timeout: 1000], 1200) end)
 
     assert {:error, %{kind: :timeout}} = result
     assert ms < 1200
@@ -159,6 +159,7 @@ defmodule Snakepit.Test.PoolTimeoutTest do
 
   test "a call that ignores SIGINT is killed after the grace period", %{daemon: daemon} do
     node = daemon.node
+
     {ms, result} =
       Pool.timed(fn ->
         Pool.fixture(node, "sleep_through_interrupts", [5], [timeout: 300], 5000)
@@ -168,7 +169,10 @@ defmodule Snakepit.Test.PoolTimeoutTest do
     assert ms < 800
 
     assert Pool.wait_until(fn ->
-             Enum.any?(Snakepit.Test.Daemon.lines(daemon), &(&1 =~ "did not stop after its call timed out"))
+             Enum.any?(
+               Snakepit.Test.Daemon.lines(daemon),
+               &(&1 =~ "did not stop after its call timed out")
+             )
            end)
 
     assert {:ok, :after} = Pool.fixture(node, "echo", [:after], [], 10_000)
@@ -195,7 +199,10 @@ defmodule Snakepit.Test.PoolQueueTest do
     busy = Pool.send_call(node, sleep_request(1))
     Process.sleep(100)
     queued = for _ <- 1..@max_queue, do: Pool.send_call(node, sleep_request(0))
-    {ms, over} = Pool.timed(fn -> Pool.await_reply(Pool.send_call(node, sleep_request(0)), 2000) end)
+
+    {ms, over} =
+      Pool.timed(fn -> Pool.await_reply(Pool.send_call(node, sleep_request(0)), 2000) end)
+
     assert {:error, %{kind: :overloaded, retryable: true, message: message}} = over
     assert message =~ "max_queue = #{@max_queue}"
     assert ms < 100
@@ -270,7 +277,9 @@ defmodule Snakepit.Test.PoolAllowlistTest do
     refute File.exists?(Path.join(dir, "imported"))
 
     # The same call on the pool that allows the module has the side effect.
-    assert {:ok, ^target} = Pool.execute(node, "python.pool_unlisted.touch", [target], pool: "other")
+    assert {:ok, ^target} =
+             Pool.execute(node, "python.pool_unlisted.touch", [target], pool: "other")
+
     assert File.exists?(target)
     assert File.exists?(Path.join(dir, "imported"))
   end
@@ -384,3 +393,4 @@ defmodule Snakepit.Test.PoolChaosTest do
     end
   end
 end
+

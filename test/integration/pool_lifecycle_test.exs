@@ -18,8 +18,13 @@ defmodule Snakepit.Test.PoolLongCallTest do
       )
 
     assert {:ok, [_, "4"]} = OsProcess.await_line(peer, ~r/^CONNECTED ticktime=(\d+)/, 20_000)
+
     assert {:ok, [_, result, ms, nodedown, connected]} =
-             OsProcess.await_line(peer, ~r/^RESULT (.*) ms=(\d+) nodedown=(\w+) connected=(\w+)$/, 40_000)
+             OsProcess.await_line(
+               peer,
+               ~r/^RESULT (.*) ms=(\d+) nodedown=(\w+) connected=(\w+)$/,
+               40_000
+             )
 
     assert result == "{:ok, nil}"
     assert String.to_integer(ms) >= 12_000
@@ -37,7 +42,10 @@ defmodule Snakepit.Test.PoolCleanupTest do
   defp busy_daemon(ini) do
     daemon = Pool.start_daemon!(ini, stop: false)
     node = daemon.node
-    tags = for _ <- 1..3, do: Pool.send_call(node, {:execute, "python.pool_fixtures.sleep", [30], []})
+
+    tags =
+      for _ <- 1..3, do: Pool.send_call(node, {:execute, "python.pool_fixtures.sleep", [30], []})
+
     assert Pool.wait_until(fn -> length(Pool.worker_pids(daemon)) == 3 end)
     Process.sleep(200)
     descendants = ProcTree.descendants(Daemon.os_pid(daemon)) |> Enum.map(& &1.pid)
@@ -74,3 +82,4 @@ defmodule Snakepit.Test.PoolCleanupTest do
     assert {:ok, :clean} = Pool.fixture(again.node, "echo", [:clean])
   end
 end
+

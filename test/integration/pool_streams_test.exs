@@ -22,7 +22,9 @@ defmodule Snakepit.Test.PoolStreamsTest do
   test "an exception mid-stream gives one error", %{node: node} do
     assert {:ok, chunks, final} = Pool.stream(node, "python.pool_fixtures.fail_after", [5])
     assert chunks == [0, 1, 2, 3, 4]
-    assert {:error, %{kind: :python_exception, type: "builtins.ValueError", message: "stream broke"}} =
+
+    assert {:error,
+            %{kind: :python_exception, type: "builtins.ValueError", message: "stream broke"}} =
              final
 
     refute_receive {:snakepit_stream, _, _}, 200
@@ -36,7 +38,10 @@ defmodule Snakepit.Test.PoolStreamsTest do
 
   test "a caller that reads late gets every chunk", %{node: node} do
     {:ok, ref} =
-      GenServer.call({:snakepit, node}, {:execute_stream, "python.pool_fixtures.count", [1000], []})
+      GenServer.call(
+        {:snakepit, node},
+        {:execute_stream, "python.pool_fixtures.count", [1000], []}
+      )
 
     # The stream's credit bounds what is in flight; the rest waits in the worker.
     Process.sleep(1000)
@@ -65,3 +70,4 @@ defmodule Snakepit.Test.PoolStreamsTest do
     end
   end
 end
+

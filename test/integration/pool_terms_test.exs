@@ -138,6 +138,7 @@ defmodule Snakepit.Test.PoolTermsTest do
 
     test "Python result 100,000 deep gives too_deep", %{node: node} do
       {:ok, pids_before} = pids(node)
+
       assert {:error, %{kind: :too_deep, retryable: false}} =
                Pool.fixture(node, "nested_list", [100_000])
 
@@ -149,7 +150,12 @@ defmodule Snakepit.Test.PoolTermsTest do
   # The pids of both workers of the pool: two concurrent calls that each hold a worker briefly.
   defp pids(node) do
     tasks = for _ <- 1..2, do: Task.async(fn -> Pool.fixture(node, "pid_after", [0.3]) end)
-    {:ok, tasks |> Enum.map(&Task.await(&1, 10_000)) |> Enum.map(fn {:ok, pid} -> pid end) |> Enum.sort()}
+
+    {:ok,
+     tasks
+     |> Enum.map(&Task.await(&1, 10_000))
+     |> Enum.map(fn {:ok, pid} -> pid end)
+     |> Enum.sort()}
   end
 
   describe "large binaries (C11)" do
@@ -178,3 +184,4 @@ defmodule Snakepit.Test.PoolTermsTest do
     end
   end
 end
+

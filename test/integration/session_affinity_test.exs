@@ -28,7 +28,9 @@ defmodule Snakepit.Test.SessionAffinityTest do
       assert {:ok, [^pid, "state"]} = Pool.fixture(node, "recall", ["k"], session_id: id)
     end
 
-    assert {:ok, %{worker_id: worker_id}} = GenServer.call({:snakepit, node}, {:session, :get, id})
+    assert {:ok, %{worker_id: worker_id}} =
+             GenServer.call({:snakepit, node}, {:session, :get, id})
+
     assert is_integer(worker_id)
   end
 
@@ -36,11 +38,14 @@ defmodule Snakepit.Test.SessionAffinityTest do
     busy = occupy(node, id, 1)
 
     {ms, result} =
-      Pool.timed(fn -> Pool.fixture(node, "recall", ["k"], session_id: id, affinity: :strict_fail_fast) end)
+      Pool.timed(fn ->
+        Pool.fixture(node, "recall", ["k"], session_id: id, affinity: :strict_fail_fast)
+      end)
 
     assert {:error, %{kind: :worker_busy, retryable: true}} = result
     assert ms < 100
     assert {:ok, ^pid} = Task.await(busy, 5000)
+
     assert {:ok, [^pid, "state"]} =
              Pool.fixture(node, "recall", ["k"], session_id: id, affinity: :strict_fail_fast)
   end
@@ -49,7 +54,9 @@ defmodule Snakepit.Test.SessionAffinityTest do
     busy = occupy(node, id, 1)
 
     {ms, result} =
-      Pool.timed(fn -> Pool.fixture(node, "recall", ["k"], session_id: id, affinity: :strict_queue) end)
+      Pool.timed(fn ->
+        Pool.fixture(node, "recall", ["k"], session_id: id, affinity: :strict_queue)
+      end)
 
     assert {:ok, [^pid, "state"]} = result
     assert ms >= 600
@@ -68,7 +75,12 @@ defmodule Snakepit.Test.SessionAffinityTest do
     assert {:ok, ^pid} = Task.await(busy, 5000)
   end
 
-  test "session worker replaced after a timeout (C16)", %{daemon: daemon, node: node, id: id, bound_pid: pid} do
+  test "session worker replaced after a timeout (C16)", %{
+    daemon: daemon,
+    node: node,
+    id: id,
+    bound_pid: pid
+  } do
     assert {:error, %{kind: :timeout}} =
              Pool.fixture(node, "sleep_through_interrupts", [5], session_id: id, timeout: 300)
 
@@ -94,7 +106,9 @@ defmodule Snakepit.Test.SessionAffinityTest do
     Process.sleep(100)
 
     {ms, result} =
-      Pool.timed(fn -> Pool.fixture(node, "recall", ["k"], session_id: id, affinity: :strict_queue) end)
+      Pool.timed(fn ->
+        Pool.fixture(node, "recall", ["k"], session_id: id, affinity: :strict_queue)
+      end)
 
     assert {:error, %{kind: :session_worker_unavailable}} = result
     assert ms < 2000
@@ -125,10 +139,19 @@ defmodule Snakepit.Test.SessionRecycleTest do
     for id <- ids, do: {:ok, _} = GenServer.call({:snakepit, node}, {:session, :create, id, []})
 
     # Every call is in flight at once; the one worker serves max_requests and is replaced.
-    tags = for id <- ids, do: Pool.send_call(node, {:execute, "python.pool_fixtures.pid_after", [0.01], [session_id: id]})
+    tags =
+      for id <- ids,
+          do:
+            Pool.send_call(
+              node,
+              {:execute, "python.pool_fixtures.pid_after", [0.01], [session_id: id]}
+            )
+
     results = Enum.map(tags, &Pool.await_reply(&1, 60_000))
 
-    for result <- results, do: assert(match?({:ok, pid} when is_integer(pid), result), inspect(result))
+    for result <- results,
+        do: assert(match?({:ok, pid} when is_integer(pid), result), inspect(result))
+
     calls_per_worker = results |> Enum.map(fn {:ok, pid} -> pid end) |> Enum.frequencies()
     assert map_size(calls_per_worker) == div(@sessions, @max_requests)
     assert Enum.all?(Map.values(calls_per_worker), &(&1 == @max_requests))
@@ -140,3 +163,4 @@ defmodule Snakepit.Test.SessionRecycleTest do
     assert Enum.all?(third, &match?({:ok, _}, &1))
   end
 end
+

@@ -23,6 +23,7 @@ defmodule Snakepit.Test.SessionStoreCases do
 
             :redis ->
               redis = Redis.start_linked!()
+
               "backend = redis\nurl = #{redis.url}\nkey_prefix = t#{System.unique_integer([:positive])}:"
           end
 
@@ -57,6 +58,7 @@ defmodule Snakepit.Test.SessionStoreCases do
         assert touched.accessed_ms > created.accessed_ms
 
         assert :ok = session(node, {:session, :delete, id})
+
         assert {:error, %{kind: :session_not_found, retryable: false}} =
                  session(node, {:session, :get, id})
 
@@ -98,8 +100,11 @@ defmodule Snakepit.Test.SessionStoreCases do
           {"empty", []}
         ]
 
-        for {name, value} <- values, do: assert(:ok = session(node, {:session, :put, id, name, value}))
-        for {name, value} <- values, do: assert({:ok, ^value} = session(node, {:session, :get, id, name}))
+        for {name, value} <- values,
+            do: assert(:ok = session(node, {:session, :put, id, name, value}))
+
+        for {name, value} <- values,
+            do: assert({:ok, ^value} = session(node, {:session, :get, id, name}))
 
         assert :ok = session(node, {:session, :put, id, "map", :replaced})
         assert {:ok, :replaced} = session(node, {:session, :get, id, "map"})
@@ -122,7 +127,10 @@ defmodule Snakepit.Test.SessionStoreCases do
       test "Python reads and writes session variables", %{node: node, id: id} do
         {:ok, _} = session(node, {:session, :create, id, []})
         value = %{"nested" => [1, {:two}, "three"]}
-        assert {:ok, ^id} = Pool.fixture(node, "session_put", ["from_python", value], session_id: id)
+
+        assert {:ok, ^id} =
+                 Pool.fixture(node, "session_put", ["from_python", value], session_id: id)
+
         assert {:ok, ^value} = session(node, {:session, :get, id, "from_python"})
 
         assert :ok = session(node, {:session, :put, id, "from_elixir", [:a, 1]})
@@ -206,7 +214,10 @@ defmodule Snakepit.Test.SessionRedisSharedTest do
   defp session(node, request), do: GenServer.call({:snakepit, node}, request, 10_000)
 
   defp redis_ini(redis, prefix) do
-    Pool.pool_ini([size: 1], "[store]\nbackend = redis\nurl = #{redis.url}\nkey_prefix = #{prefix}\n")
+    Pool.pool_ini(
+      [size: 1],
+      "[store]\nbackend = redis\nurl = #{redis.url}\nkey_prefix = #{prefix}\n"
+    )
   end
 
   test "two daemons on one Redis see each other's sessions" do
@@ -315,10 +326,15 @@ defmodule Snakepit.Test.SessionOwnerTest do
     daemon = Pool.start_daemon!(ini)
     node = daemon.node
     script = Path.expand("support/pool_peer.exs", __DIR__)
-    {peer, peer_node} = Peer.start!("sessions", [Atom.to_string(node), "owned", "unowned"], script: script)
+
+    {peer, peer_node} =
+      Peer.start!("sessions", [Atom.to_string(node), "owned", "unowned"], script: script)
+
     assert {:ok, _} = OsProcess.await_line(peer, ~r/^CREATED/, 20_000)
 
-    assert {:ok, %{owner: ^peer_node}} = GenServer.call({:snakepit, node}, {:session, :get, "owned"})
+    assert {:ok, %{owner: ^peer_node}} =
+             GenServer.call({:snakepit, node}, {:session, :get, "owned"})
+
     assert {:ok, %{owner: nil}} = GenServer.call({:snakepit, node}, {:session, :get, "unowned"})
     assert {:ok, _} = OsProcess.await_exit(peer, 10_000)
     down_at = System.monotonic_time(:millisecond)
@@ -328,8 +344,10 @@ defmodule Snakepit.Test.SessionOwnerTest do
 
     assert Pool.wait_until(
              fn ->
-               match?({:error, %{kind: :session_not_found}},
-                      GenServer.call({:snakepit, node}, {:session, :get, "owned"}))
+               match?(
+                 {:error, %{kind: :session_not_found}},
+                 GenServer.call({:snakepit, node}, {:session, :get, "owned"})
+               )
              end,
              @grace_ms + 3000
            )
@@ -338,3 +356,4 @@ defmodule Snakepit.Test.SessionOwnerTest do
     assert {:ok, _} = GenServer.call({:snakepit, node}, {:session, :get, "unowned"})
   end
 end
+

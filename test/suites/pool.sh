@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Integration tests of the worker pool and the sessions against a real epmd, real Elixir nodes,
-# the real snakepit-worker with Python fixtures from test/fixtures/python, and a redis-server that
-# the tests start on loopback: test/integration/pool_*_test.exs and session_*_test.exs, run by a
-# plain distributed `elixir`. Extra arguments name test files.
+# Integration tests of the worker pool and the sessions: test/integration/pool_*_test.exs and
+# session_*_test.exs, run by a plain distributed `elixir`. They use a real epmd, real Elixir nodes,
+# the real snakepit-worker with the Python fixtures of test/fixtures/python, and a redis-server
+# that the tests start on loopback. Extra arguments name test files (FILE or FILE:LINE).
 # Prints "pool: N passed, N failed" last and exits non-zero on failure.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,7 +24,7 @@ if ! command -v redis-server >/dev/null; then
     exit 1
 fi
 
-# epmd has no pid file, so it is left running; whoever runs the whole CI stops it.
+# epmd has no pid file, so it is left running. The CI script stops it.
 if ! epmd -names >/dev/null 2>&1; then
     epmd -daemon
     for _ in $(seq 50); do
@@ -52,7 +52,7 @@ if [ -z "$counts" ]; then
     rc=1
 fi
 
-# Processes of this run still alive (zombies excluded: the init process reaps those).
+# Processes of this run that still run. Zombies do not count because the init process reaps them.
 sleep 1
 leftovers=()
 for environ in /proc/[0-9]*/environ; do

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# Helpers for the pool and session tests: a daemon started from an INI text with the Python
-# fixtures of test/fixtures/python on its path, calls and streams, the daemon's child
-# processes read from /proc, and a real redis-server on a free loopback port.
+# Helpers for the pool and session tests. They start the daemon from an INI text with the Python
+# fixtures of test/fixtures/python on its path, make calls and streams, read the daemon's child
+# processes from /proc, and run a real redis-server on a free loopback port.
 
 defmodule Snakepit.Test.Pool do
   @moduledoc """
@@ -177,23 +177,6 @@ defmodule Snakepit.Test.Pool do
     |> Enum.reject(&(&1 == zygote))
     |> Enum.sort()
   end
-
-  @doc "Stop the daemon and return the pids of its former descendants still alive 1 s later."
-  def stop_and_leftovers(daemon) do
-    pids = Snakepit.Test.ProcTree.descendants(Daemon.os_pid(daemon)) |> Enum.map(& &1.pid)
-    Daemon.stop(daemon)
-    Process.sleep(1000)
-    Enum.filter(pids, &Snakepit.Test.ProcTree.alive?/1)
-  end
-
-  def proc_lines_matching(daemon, regex) do
-    Enum.filter(Daemon.lines(daemon), &Regex.match?(regex, &1))
-  end
-
-  @doc "Wait for a new log line of the daemon matching `regex`."
-  def await_log(daemon, regex, timeout \\ 5000) do
-    OsProcess.await_line(daemon.proc, regex, timeout)
-  end
 end
 
 defmodule Snakepit.Test.ProcTree do
@@ -212,7 +195,7 @@ defmodule Snakepit.Test.ProcTree do
   end
 
   defp parse_stat(stat) do
-    # The command name is in parentheses and may contain spaces: split at the last ") ".
+    # The command name is in parentheses and may contain spaces, so split at the last ") ".
     {index, _} = :binary.matches(stat, ") ") |> List.last()
     [pid, comm] = binary_part(stat, 0, index) |> String.split(" (", parts: 2)
     rest = binary_part(stat, index + 2, byte_size(stat) - index - 2)
@@ -266,15 +249,26 @@ defmodule Snakepit.Test.Redis do
     server = System.find_executable("redis-server") || raise "redis-server is not installed"
 
     args = [
-      "--port", Integer.to_string(port), "--bind", "127.0.0.1", "--save", "",
-      "--appendonly", "no", "--protected-mode", "yes"
+      "--port",
+      Integer.to_string(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--protected-mode",
+      "yes"
     ]
 
     proc = OsProcess.start(server, args)
 
     case OsProcess.await_line(proc, ~r/Ready to accept connections/, 10_000) do
-      {:ok, _} -> :ok
-      other -> raise "redis-server did not start: #{inspect(other)} #{inspect(OsProcess.lines(proc))}"
+      {:ok, _} ->
+        :ok
+
+      other ->
+        raise "redis-server did not start: #{inspect(other)} #{inspect(OsProcess.lines(proc))}"
     end
 
     %__MODULE__{proc: proc, port: port, url: "redis://127.0.0.1:#{port}/0"}
@@ -301,3 +295,4 @@ defmodule Snakepit.Test.Redis do
     :ok
   end
 end
+

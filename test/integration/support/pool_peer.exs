@@ -50,3 +50,4 @@ defmodule Snakepit.Test.PoolPeerMain do
 end
 
 Snakepit.Test.PoolPeerMain.main(System.argv())
+
