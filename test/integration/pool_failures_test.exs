@@ -14,7 +14,7 @@ defmodule Snakepit.Test.PoolExceptionsTest do
     %{daemon: daemon, node: daemon.node}
   end
 
-  # C15: each exception is a structured error and the worker goes on.
+  # Each exception is a structured error, and the worker goes on.
   @cases [
     {"raise_type_error", "builtins.TypeError", ~r/^bad$/},
     {"raise_key_error", "builtins.KeyError", ~r/'k'/},
@@ -64,7 +64,7 @@ defmodule Snakepit.Test.PoolCrashTest do
     assert :ok = GenServer.call({:snakepit, node}, {:subscribe, self(), events})
   end
 
-  test "os._exit(3) reports exit status 3 (C13)", %{daemon: daemon, node: node} do
+  test "os._exit(3) reports exit status 3", %{daemon: daemon, node: node} do
     subscribe_worker_events(node)
     assert {:ok, pid} = Pool.fixture(node, "pid", [])
     assert {:error, error} = Pool.fixture(node, "exit_now", [3])
@@ -80,7 +80,7 @@ defmodule Snakepit.Test.PoolCrashTest do
     assert_replaced(daemon, node, pid)
   end
 
-  test "SIGKILL reports signal 9 (C13)", %{daemon: daemon, node: node} do
+  test "SIGKILL reports signal 9", %{daemon: daemon, node: node} do
     subscribe_worker_events(node)
     assert {:ok, pid} = Pool.fixture(node, "pid", [])
     task = Task.async(fn -> Pool.fixture(node, "sleep", [10]) end)
@@ -122,7 +122,7 @@ defmodule Snakepit.Test.PoolTimeoutTest do
     %{daemon: daemon, node: daemon.node}
   end
 
-  test "ten 5 s sleeps with a 1 s timeout on two workers (C14)", %{node: node} do
+  test "ten 5 s sleeps with a 1 s timeout on two workers", %{node: node} do
     tasks =
       for _ <- 1..10 do
         Task.async(fn ->
@@ -142,7 +142,7 @@ defmodule Snakepit.Test.PoolTimeoutTest do
     assert call_ms < 100
   end
 
-  test "the daemon's timeout comes before the caller's (C22)", %{node: node} do
+  test "the daemon's timeout comes before the caller's", %{node: node} do
     {ms, result} = Pool.timed(fn -> Pool.fixture(node, "sleep", [3], [timeout: 500], 5000) end)
 
     assert {:error, %{kind: :timeout, message: message}} = result
@@ -289,7 +289,7 @@ defmodule Snakepit.Test.PoolNumpyTest do
   use ExUnit.Case, async: false
   alias Snakepit.Test.Pool
 
-  test "1000 x 1000 matmul in a worker forked after preloading numpy (C20)" do
+  test "1000 x 1000 matmul in a worker forked after preloading numpy" do
     daemon = Pool.start_daemon!(Pool.pool_ini(size: 1, preload: "numpy"))
     node = daemon.node
     assert {:ok, true} = Pool.fixture(node, "is_imported", ["numpy"])

@@ -7,7 +7,7 @@ defmodule Snakepit.Test.PoolLongCallTest do
   use ExUnit.Case, async: false
   alias Snakepit.Test.{OsProcess, Peer, Pool}
 
-  test "12 s call from a caller with net_ticktime 4 (C4)" do
+  test "12 s call from a caller with net_ticktime 4" do
     daemon = Pool.start_daemon!(Pool.pool_ini([size: 1], "[library time]\nmodule = time\n"))
     script = Path.expand("support/pool_peer.exs", __DIR__)
 

@@ -7,7 +7,7 @@ defmodule Snakepit.Test.PoolTermsTest do
   use ExUnit.Case, async: false
   alias Snakepit.Test.Pool
 
-  # Large enough for a 100 MB binary and the call around it.
+  # Room for a 100 MB binary and the call around it.
   @message_limit 110 * 1024 * 1024
 
   setup_all do
@@ -26,7 +26,7 @@ defmodule Snakepit.Test.PoolTermsTest do
 
   defp echo(node, value, timeout \\ 30_000), do: Pool.fixture(node, "echo", [value], [], timeout)
 
-  describe "special floats (C5)" do
+  describe "special floats" do
     test "nan and infinities become atoms", %{node: node} do
       assert {:ok, :nan} = Pool.execute(node, "python.builtins.float", ["nan"])
       assert {:ok, :infinity} = Pool.execute(node, "python.builtins.float", ["inf"])
@@ -55,7 +55,7 @@ defmodule Snakepit.Test.PoolTermsTest do
     end
   end
 
-  describe "atoms (C6)" do
+  describe "atoms" do
     test "Cyrillic atom round trip", %{node: node} do
       assert {:ok, :привет} = echo(node, :привет)
     end
@@ -74,7 +74,7 @@ defmodule Snakepit.Test.PoolTermsTest do
     end
   end
 
-  describe "lists (C7)" do
+  describe "lists" do
     test "Python sees lists and terms come back identical", %{node: node} do
       values = [[1, 2, 3], ~c"abc", [256, 1], []]
       assert {:ok, typed} = Pool.fixture(node, "echo_types", values)
@@ -87,7 +87,7 @@ defmodule Snakepit.Test.PoolTermsTest do
     end
   end
 
-  describe "strings and bytes (C8)" do
+  describe "strings and bytes" do
     test "UTF-8 becomes str and other binaries bytes", %{node: node} do
       assert {:ok, [["str", "héllo"], ["bytes", <<0xFF, 0xFE>>]]} =
                Pool.fixture(node, "echo_types", ["héllo", <<0xFF, 0xFE>>])
@@ -97,7 +97,7 @@ defmodule Snakepit.Test.PoolTermsTest do
     end
   end
 
-  describe "floats (C9)" do
+  describe "floats" do
     test "bit-exact round trip", %{node: node} do
       <<negative_zero::float>> = <<0x80, 0, 0, 0, 0, 0, 0, 0>>
 
@@ -108,7 +108,7 @@ defmodule Snakepit.Test.PoolTermsTest do
     end
   end
 
-  describe "nesting depth (C10)" do
+  describe "nesting depth" do
     defp nested(0, acc), do: acc
     defp nested(n, acc), do: nested(n - 1, [acc])
 
@@ -158,7 +158,7 @@ defmodule Snakepit.Test.PoolTermsTest do
      |> Enum.sort()}
   end
 
-  describe "large binaries (C11)" do
+  describe "large binaries" do
     test "10 MB round trip byte-exact", %{node: node} do
       data = :crypto.strong_rand_bytes(10_000_000)
       assert {:ok, back} = echo(node, data)

@@ -75,7 +75,7 @@ defmodule Snakepit.Test.SessionAffinityTest do
     assert {:ok, ^pid} = Task.await(busy, 5000)
   end
 
-  test "session worker replaced after a timeout (C16)", %{
+  test "session worker replaced after a timeout", %{
     daemon: daemon,
     node: node,
     id: id,
@@ -132,7 +132,7 @@ defmodule Snakepit.Test.SessionRecycleTest do
   @sessions 100
   @max_requests 10
 
-  test "100 sessions on one worker recycled by max_requests (C23)" do
+  test "100 sessions on one worker recycled by max_requests" do
     daemon = Pool.start_daemon!(Pool.pool_ini(size: 1, max_requests: @max_requests))
     node = daemon.node
     ids = for i <- 1..@sessions, do: "rec-#{i}"

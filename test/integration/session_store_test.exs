@@ -243,18 +243,27 @@ defmodule Snakepit.Test.SessionRedisSharedTest do
     first = Pool.start_daemon!(ini)
     assert {:ok, created} = session(first.node, {:session, :create, "kept", [owner: nil]})
     assert :ok = session(first.node, {:session, :put, "kept", "v", [1, 2, 3]})
-    Pool.stop_quietly(first)
+    # A session call binds the session to a worker of the first daemon.
+    assert {:ok, old_pid} = Pool.fixture(first.node, "remember", ["k", 1], session_id: "kept")
+    assert {:ok, %{worker_id: old_worker}} = session(first.node, {:session, :get, "kept"})
+    assert is_integer(old_worker)
+    assert 0 = Pool.stop_quietly(first)
 
     second = Pool.start_daemon!(ini)
     assert {:ok, got} = session(second.node, {:session, :get, "kept"})
     assert got.created_ms == created.created_ms
+    assert got.worker_id == old_worker
     assert {:ok, [1, 2, 3]} = session(second.node, {:session, :get, "kept", "v"})
 
-    # The session's old worker binding names a worker of the first daemon: its state is lost.
-    assert {:ok, _} = Pool.fixture(second.node, "echo", [1], session_id: "kept")
+    # That worker's Python state went with the first daemon: reported once, then a fresh worker.
+    assert {:error, %{kind: :session_worker_unavailable}} =
+             Pool.fixture(second.node, "recall", ["k"], session_id: "kept")
+
+    assert {:ok, [new_pid, nil]} = Pool.fixture(second.node, "recall", ["k"], session_id: "kept")
+    assert new_pid != old_pid
   end
 
-  test "Redis killed and restarted under load (C17)" do
+  test "Redis killed and restarted under load" do
     redis = Redis.start_linked!()
     daemon = Pool.start_daemon!(redis_ini(redis, "chaos:"))
     node = daemon.node
