@@ -61,8 +61,7 @@ def get(name: str, default: Any = None) -> Any:
     if _is_tagged(reply, "ok", 2):
         return reply[1]
     if _is_tagged(reply, "error", 2):
-        # The daemon answers a missing variable with the error kind session_not_found.
-        if isinstance(reply[1], dict) and reply[1].get("kind") == "session_not_found":
+        if isinstance(reply[1], dict) and reply[1].get("kind") == "not_found":
             return default
         _raise_error(reply)
     raise SessionError("bad_request", f"unexpected session reply {reply!r}")

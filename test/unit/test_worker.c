@@ -1092,7 +1092,7 @@ Test(worker, session_round_trip)
     ei_x_encode_atom(&x, "error");
     ei_x_encode_map_header(&x, 2);
     ei_x_encode_atom(&x, "kind");
-    ei_x_encode_atom(&x, "session_not_found");
+    ei_x_encode_atom(&x, "not_found");
     ei_x_encode_atom(&x, "message");
     ei_x_encode_binary(&x, "no such variable", 16);
     send_frame(w.request, WORKER_FRAME_SESSION_RESP, 5, &x);
