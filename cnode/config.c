@@ -51,6 +51,10 @@ void config_init(Config *c)
     c->store_default_ttl_s = 3600;
     c->store_max_sessions = 10000;
     c->store_max_value_bytes = 16u * 1024 * 1024;
+    c->store_max_vars = 1024;
+    c->store_max_memory_bytes = 1024ull * 1024 * 1024;
+    c->store_connect_timeout_ms = 2000;
+    c->store_command_timeout_ms = 5000;
     c->session_owner_grace_ms = 5000;
     c->log_level = LOG_INFO;
     c->log_format = LOG_FORMAT_TEXT;
@@ -148,6 +152,10 @@ static const KeySpec store_keys[] = {
     UINT(Config, store_default_ttl_s, 1, 31536000),
     UINT(Config, store_max_sessions, 1, 100000000),
     SIZE(Config, store_max_value_bytes, 1, 1ull << 31),
+    UINT(Config, store_max_vars, 1, 1000000),
+    SIZE(Config, store_max_memory_bytes, 1024 * 1024, 1ull << 40),
+    UINT(Config, store_connect_timeout_ms, 10, 600000),
+    UINT(Config, store_command_timeout_ms, 10, 600000),
     UINT(Config, session_owner_grace_ms, 0, 86400000),
     {NULL, KEY_STRING, 0, 0, 0, 0},
 };

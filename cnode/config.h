@@ -68,6 +68,10 @@ typedef struct {
     unsigned store_default_ttl_s;
     unsigned store_max_sessions;
     size_t store_max_value_bytes;
+    unsigned store_max_vars;
+    size_t store_max_memory_bytes;
+    unsigned store_connect_timeout_ms;
+    unsigned store_command_timeout_ms;
     unsigned session_owner_grace_ms;
 
     /* [log] */

@@ -81,6 +81,10 @@ int daemon_store_start(Daemon *d)
         .default_ttl_s = c->store_default_ttl_s,
         .max_sessions = c->store_max_sessions,
         .max_value_bytes = c->store_max_value_bytes,
+        .max_vars = c->store_max_vars,
+        .max_memory_bytes = c->store_max_memory_bytes,
+        .connect_timeout_ms = c->store_connect_timeout_ms,
+        .command_timeout_ms = c->store_command_timeout_ms,
         .on_event = on_store_event,
         .event_data = d,
     };

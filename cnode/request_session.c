@@ -62,9 +62,10 @@ static void reply_store_error(Daemon *d, DistCaller *caller, int status, const S
     case -EDQUOT:
         kind = ERROR_OVERLOADED;
         snprintf(message, sizeof(message),
-                 "the session quota is reached: max_sessions = %u sessions (or the variable "
-                 "quota of the session)",
-                 d->config->store_max_sessions);
+                 "a session store quota is reached: max_sessions = %u sessions, max_vars = %u "
+                 "variables per session, or max_memory_bytes = %zu bytes",
+                 d->config->store_max_sessions, d->config->store_max_vars,
+                 d->config->store_max_memory_bytes);
         break;
     case -E2BIG:
         kind = ERROR_TOO_LARGE;
@@ -417,6 +418,8 @@ typedef struct {
     WorkerPool *pool;
     uint32_t worker_id;
     uint64_t call_id;
+    char session_id[STORE_ID_MAX_BYTES + 1];
+    size_t session_id_len;
 } WorkerSessionOp;
 
 static void worker_session_answer(WorkerSessionOp *op, const ei_x_buff *x)
@@ -440,11 +443,39 @@ static void worker_session_error(WorkerSessionOp *op, int status)
     }
 }
 
+/* After a missed variable: the session exists, so the variable is what is missing. */
+static void on_worker_session_checked(int status, const StoreSession *session, void *userdata)
+{
+    WorkerSessionOp *op = userdata;
+    ei_x_buff x;
+
+    if (status < 0) {
+        worker_session_error(op, status);
+    } else if (ei_x_new_with_version(&x) == 0) {
+        /* snakepit.session.get() returns its default for kind not_found. */
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, "error");
+        ei_x_encode_map_header(&x, 2);
+        ei_x_encode_atom(&x, "kind");
+        ei_x_encode_atom(&x, "not_found");
+        ei_x_encode_atom(&x, "message");
+        ei_x_encode_binary(&x, "the session has no such variable", 32);
+        worker_session_answer(op, &x);
+        ei_x_free(&x);
+    }
+    free(op);
+}
+
 static void on_worker_value(int status, StoreBytes value, void *userdata)
 {
     WorkerSessionOp *op = userdata;
     ei_x_buff x;
 
+    if (status == -ENOENT) {
+        StoreBytes id = {.data = (const uint8_t *)op->session_id, .len = op->session_id_len};
+        store_get(op->daemon->store, id, on_worker_session_checked, op);
+        return;
+    }
     if (status < 0 || value.len < 2) {
         worker_session_error(op, status < 0 ? status : -EINVAL);
     } else if (ei_x_new_with_version(&x) == 0) {
@@ -488,6 +519,13 @@ void request_worker_session(Daemon *d, WorkerPool *pool, uint32_t worker_id, uin
     }
     *op = (WorkerSessionOp){.daemon = d, .pool = pool, .worker_id = worker_id,
                             .call_id = call_id};
+    if (session_id_len > STORE_ID_MAX_BYTES) {
+        worker_session_error(op, -EINVAL);
+        free(op);
+        return;
+    }
+    memcpy(op->session_id, session_id, session_id_len);
+    op->session_id_len = session_id_len;
     if (ei_decode_tuple_header(term, &index, &arity) < 0 || arity < 2 ||
         ei_decode_atom(term, &index, verb) < 0 ||
         decode_key(term, &index, name, STORE_NAME_MAX_BYTES, &name_len) < 0) {

@@ -10,6 +10,8 @@
 #include <Python.h>
 #include <ei.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -24,31 +26,88 @@
 #define WORKER_CONN_KEEP_BUFFER_BYTES ((size_t)1 << 20)
 #define WORKER_CONN_DISCARD_CHUNK 65536
 
-void worker_conn_init(WorkerConn *conn, int fd, size_t max_payload)
+int worker_conn_init(WorkerConn *conn, int fd, size_t max_payload)
 {
-    *conn = (WorkerConn){.fd = fd, .max_payload = max_payload};
+    int wakeup[2];
+
+    if (pipe2(wakeup, O_CLOEXEC | O_NONBLOCK) < 0) {
+        return -errno;
+    }
+    PyObject *signal_module = PyImport_ImportModule("signal");
+    PyObject *set_wakeup_fd = signal_module
+                                  ? PyObject_GetAttrString(signal_module, "set_wakeup_fd")
+                                  : NULL;
+    Py_XDECREF(signal_module);
+    if (!set_wakeup_fd) {
+        PyErr_Clear();
+        close(wakeup[0]);
+        close(wakeup[1]);
+        return -ENOSYS;
+    }
+    *conn = (WorkerConn){.fd = fd, .max_payload = max_payload, .wakeup_read = wakeup[0],
+                         .wakeup_write = wakeup[1], .set_wakeup_fd = set_wakeup_fd};
+    return 0;
 }
 
-/* One read(2) with the GIL released. Returns bytes read, 0 at end of stream, or -errno. */
+void worker_conn_claim_wakeup_fd(const WorkerConn *conn)
+{
+    PyObject *previous = PyObject_CallFunction(conn->set_wakeup_fd, "i", conn->wakeup_write);
+
+    if (!previous) {
+        /* Only a signal handler's exception can get here; the next check raises it again. */
+        PyErr_Clear();
+    }
+    Py_XDECREF(previous);
+}
+
+static void drain_wakeup(const WorkerConn *conn)
+{
+    char buf[64];
+
+    while (read(conn->wakeup_read, buf, sizeof(buf)) > 0) {
+    }
+}
+
+/*
+ * One read(2) with the GIL released. Returns bytes read, 0 at end of stream, or -errno.
+ *
+ * A signal that arrives just before a blocking read would only set Python's flag and leave the
+ * read waiting, so the wait is a poll(2) that also watches Python's signal wakeup fd.
+ */
 static ssize_t conn_recv(WorkerConn *conn, void *buf, size_t len)
 {
-    for (;;) {
-        ssize_t n;
-        int saved_errno;
+    struct pollfd fds[2] = {
+        {.fd = conn->fd, .events = POLLIN},
+        {.fd = conn->wakeup_read, .events = POLLIN},
+    };
 
+    for (;;) {
+        ssize_t n = 0;
+        int ready, saved_errno;
+
+        if (PyErr_CheckSignals() < 0) {
+            return -EINTR;
+        }
         Py_BEGIN_ALLOW_THREADS
-        n = read(conn->fd, buf, len);
+        ready = poll(fds, 2, -1);
+        if (ready > 0 && fds[0].revents) {
+            n = read(conn->fd, buf, len);
+        }
         saved_errno = errno;
         Py_END_ALLOW_THREADS
 
-        if (n >= 0) {
-            return n;
+        if (ready > 0 && fds[1].revents) {
+            drain_wakeup(conn);
         }
-        if (saved_errno != EINTR) {
+        if (ready > 0 && fds[0].revents) {
+            if (n >= 0) {
+                return n;
+            }
+            if (saved_errno != EINTR) {
+                return -saved_errno;
+            }
+        } else if (ready < 0 && saved_errno != EINTR) {
             return -saved_errno;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return -EINTR;
         }
     }
 }
@@ -245,8 +304,8 @@ static void conn_handle_other(WorkerConn *conn, const WorkerFrame *f)
         return;
     }
     if (f->type == WORKER_FRAME_CALL) {
-        log_warning("Call %llu arrived while call %llu is running; replying worker_busy",
-                    (unsigned long long)f->id, (unsigned long long)conn->stream_id);
+        log_warning("Call %llu arrived while another call is running; replying worker_busy",
+                    (unsigned long long)f->id);
         reply_busy(conn, f->id);
         return;
     }
@@ -256,6 +315,7 @@ static void conn_handle_other(WorkerConn *conn, const WorkerFrame *f)
 
 int worker_conn_wait_session(WorkerConn *conn, uint64_t id, WorkerFrame *frame)
 {
+    worker_conn_claim_wakeup_fd(conn);
     for (;;) {
         WorkerFrame f;
         int r = worker_conn_read(conn, &f);
@@ -285,6 +345,9 @@ void worker_conn_stream_end(WorkerConn *conn)
 
 int worker_conn_take_credit(WorkerConn *conn)
 {
+    if (conn->credit == 0) {
+        worker_conn_claim_wakeup_fd(conn);
+    }
     while (conn->credit == 0) {
         WorkerFrame f;
         int r = worker_conn_read(conn, &f);

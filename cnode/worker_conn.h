@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <Python.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +23,9 @@ typedef struct {
 
 typedef struct {
     int fd;                /* owned */
+    int wakeup_read;       /* owned: Python's signal wakeup pipe, read end */
+    int wakeup_write;      /* owned: write end, given to signal.set_wakeup_fd() */
+    PyObject *set_wakeup_fd; /* strong reference to signal.set_wakeup_fd */
     size_t max_payload;    /* limit of a frame payload in both directions */
     /* The frame being read; a read interrupted by a signal resumes here. */
     uint8_t header[WORKER_FRAME_HEADER_SIZE];
@@ -37,13 +41,26 @@ typedef struct {
     uint64_t credit;
 } WorkerConn;
 
-/* Set up `conn` on `fd`, taking ownership of the fd. */
-void worker_conn_init(WorkerConn *conn, int fd, size_t max_payload);
+/*
+ * Set up `conn` on `fd`, taking ownership of the fd, with a pipe that becomes Python's signal
+ * wakeup fd while the connection waits. Returns 0 or -errno.
+ */
+int worker_conn_init(WorkerConn *conn, int fd, size_t max_payload);
 
 /*
- * Read the next frame into *frame. Returns 0; -EINTR when a signal handler raised a Python
- * exception (it is left set, and the partial frame is kept for the next call); -EPIPE at end of
- * stream; -EBADMSG on a malformed header; another negative errno on a read error.
+ * Make the connection's pipe Python's signal wakeup fd again. Python code may replace it
+ * (asyncio does), so the request loop calls this after every call, and the waits inside a call
+ * call it before they block. The C setter is not exported by libpython 3.11, so this goes
+ * through signal.set_wakeup_fd().
+ */
+void worker_conn_claim_wakeup_fd(const WorkerConn *conn);
+
+/*
+ * Read the next frame into *frame. The wakeup fd must be ours (see above), or a signal that
+ * arrives just before the read is noticed only by the next one. Returns 0 on success.
+ * Returns -EINTR when a signal handler raised a Python exception, which is left set, and keeps
+ * the partial frame for the next call. Returns -EPIPE at end of stream, -EBADMSG for a
+ * malformed header and another negative errno when the read fails.
  */
 int worker_conn_read(WorkerConn *conn, WorkerFrame *frame);
 
@@ -53,7 +70,7 @@ int worker_conn_write(WorkerConn *conn, WorkerFrameType type, uint64_t id, const
 
 /*
  * Read frames until a SESSION_RESP for call `id` arrives. Meanwhile CREDIT frames of the running
- * stream add credit, a CALL is answered with a worker_busy error, and stale frames are dropped.
+ * stream add credit, a CALL gets a worker_busy error reply, and stale frames are dropped.
  * Returns 0 or an error of worker_conn_read().
  */
 int worker_conn_wait_session(WorkerConn *conn, uint64_t id, WorkerFrame *frame);

@@ -701,10 +701,7 @@ void worker_pool_on_frame(WorkerPool *pool, Worker *w, WorkerFrameType type, uin
 
     switch (type) {
     case WORKER_FRAME_HELLO:
-        /*
-         * The daemon reads the worker's request socket and the zygote's control socket in no
-         * set order, so HELLO may come before FORKED. The worker is ready once both are in.
-         */
+        /* The worker's HELLO and the zygote's FORKED come on two sockets in either order. */
         if (w->state == WORKER_STARTING) {
             worker_pool_on_worker_ready(pool, w);
         } else if (w->state == WORKER_FORKING) {

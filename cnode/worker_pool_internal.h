@@ -75,10 +75,10 @@ struct Worker {
     PoolJob *job;         /* the call it runs, or NULL */
     uint64_t dropped_job; /* id of a timed-out call whose late reply is dropped */
     bool expected_exit;   /* recycled or stopped by us: not a crash */
+    bool hello_early;     /* HELLO arrived before the zygote's FORKED */
     const char *crash_reason; /* "timeout" or "heartbeat" when we killed it for that */
     int exit_status;          /* after it exited, or -1 */
     int exit_signal;          /* after a signal ended it, or -1 */
-    bool hello_early;         /* HELLO came before the zygote's FORKED message */
     char stop_reason[64];
     Worker *next;
 };

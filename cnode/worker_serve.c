@@ -27,15 +27,12 @@
 /* An encode buffer larger than this is freed after its call instead of kept. */
 #define WORKER_SERVE_KEEP_BUFFER_BYTES ((int)1 << 20)
 
-/* Term tags of the tuple header of a CALL payload. */
-#define ETF_SMALL_TUPLE_EXT 104
-#define ETF_LARGE_TUPLE_EXT 105
-
 typedef struct {
     WorkerConn conn;
     EtfPyLimits limits; /* max_bytes: the frame payload limit */
     ei_x_buff reply;    /* reused for every REPLY payload */
     ei_x_buff chunk;    /* reused for every CHUNK payload */
+    pid_t pid;          /* the worker's own pid, to catch a child that Python code forked */
 } Server;
 
 /* A decoded CALL: {Command, Args, Opts}; strong references. */
@@ -78,8 +75,20 @@ static _Noreturn void exit_out_of_memory(uint64_t id)
     _exit(WORKER_SERVE_EXIT_NO_MEMORY);
 }
 
+/*
+ * Stop a process that Python code forked (os.fork) and that returned from the call instead of
+ * exiting: it shares the request socket and must not read the daemon's next call.
+ */
+static void exit_if_forked_child(const Server *s)
+{
+    if (getpid() != s->pid) {
+        _exit(0);
+    }
+}
+
 static void send_frame(Server *s, WorkerFrameType type, uint64_t id, const ei_x_buff *x)
 {
+    exit_if_forked_child(s);
     int r = worker_conn_write(&s->conn, type, id, x->buff, (size_t)x->index);
 
     if (r < 0) {
@@ -141,10 +150,10 @@ static int call_tuple_start(const char *buf, size_t len)
 {
     const unsigned char *p = (const unsigned char *)buf;
 
-    if (len >= 3 && p[0] == WORKER_PROTO_ETF_VERSION && p[1] == ETF_SMALL_TUPLE_EXT && p[2] == 3) {
+    if (len >= 3 && p[0] == WORKER_PROTO_ETF_VERSION && p[1] == ERL_SMALL_TUPLE_EXT && p[2] == 3) {
         return 3;
     }
-    if (len >= 6 && p[0] == WORKER_PROTO_ETF_VERSION && p[1] == ETF_LARGE_TUPLE_EXT && p[2] == 0
+    if (len >= 6 && p[0] == WORKER_PROTO_ETF_VERSION && p[1] == ERL_LARGE_TUPLE_EXT && p[2] == 0
         && p[3] == 0 && p[4] == 0 && p[5] == 3) {
         return 6;
     }
@@ -352,18 +361,25 @@ _Noreturn void worker_serve_run(const WorkerServeParams *params)
 {
     static Server s;
 
-    worker_conn_init(&s.conn, params->request_fd, params->max_message_bytes);
+    int r = worker_conn_init(&s.conn, params->request_fd, params->max_message_bytes);
+    if (r < 0) {
+        log_error_errno(r, "Failed to set up the request socket of worker %u",
+                        (unsigned)params->worker_id);
+        _exit(WORKER_SERVE_EXIT_PROTOCOL);
+    }
     s.limits = (EtfPyLimits){.max_depth = params->max_depth,
                              .max_bytes = params->max_message_bytes};
     if (ei_x_new(&s.reply) < 0 || ei_x_new(&s.chunk) < 0) {
         exit_out_of_memory(0);
     }
+    s.pid = getpid();
+    worker_conn_claim_wakeup_fd(&s.conn);
     send_hello(&s, params->worker_id);
     log_debug("Worker %u is serving calls", (unsigned)params->worker_id);
 
     for (;;) {
         WorkerFrame f;
-        int r = worker_conn_read(&s.conn, &f);
+        r = worker_conn_read(&s.conn, &f);
         if (r == -EINTR) {
             drop_signal_exception();
             continue;
@@ -377,6 +393,7 @@ _Noreturn void worker_serve_run(const WorkerServeParams *params)
             continue;
         }
         serve_call(&s, &f);
+        worker_conn_claim_wakeup_fd(&s.conn);
         release_large_buffer(&s.reply);
         release_large_buffer(&s.chunk);
         if (PyErr_CheckSignals() < 0) {

@@ -10,8 +10,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-#include "log.h"
 #include "worker_proto.h"
+#include "worker_serve.h"
 
 typedef struct {
     WorkerConn *conn;      /* borrowed */
@@ -97,7 +97,10 @@ static PyObject *session_request(PyObject *self, PyObject *request)
     if (ei_x_new_with_version(&x) < 0) {
         return PyErr_NoMemory();
     }
-    if (etf_py_encode(&x, request, &session_call.limits, &err) < 0) {
+    /* The version byte is part of the frame payload, so the term gets one byte less. */
+    EtfPyLimits limits = {.max_depth = session_call.limits.max_depth,
+                          .max_bytes = session_call.limits.max_bytes - 1};
+    if (etf_py_encode(&x, request, &limits, &err) < 0) {
         PyErr_Format(PyExc_ValueError, "cannot send the session request (%s): %s", err.kind,
                      err.message);
         goto out;
@@ -114,9 +117,7 @@ static PyObject *session_request(PyObject *self, PyObject *request)
         goto out; /* the signal handler's exception, KeyboardInterrupt on a timeout */
     }
     if (r < 0) {
-        log_error_errno(r, "Failed to read the session response of call %llu",
-                        (unsigned long long)session_call.id);
-        _exit(r == -EPIPE ? 0 : 1);
+        worker_serve_exit_on_error(r);
     }
     result = decode_response(&frame);
 out:

@@ -13,8 +13,8 @@
  *   - The worker calls PyOS_AfterFork_Child() before any other Python API, which rebuilds the
  *     interpreter's thread and lock state; after that it owns the interpreter. It closes the
  *     zygote's fds (the control socket and the daemon pidfd) and never writes to them. Threads
- *     that preloaded code started in the zygote do not exist in the worker; native thread pools
- *     (BLAS, OpenMP) are why the zygote caps them at --blas-threads before Py_Initialize.
+ *     that preloaded code started in the zygote do not exist in the worker. That is why the
+ *     zygote caps native thread pools (BLAS, OpenMP) at --blas-threads before Py_Initialize.
  *   - Files that preloaded modules opened stay shared with the zygote, as after any fork.
  */
 #include "worker_zygote.h"
@@ -182,8 +182,18 @@ static int probe_version(const char *exe, int *major, int *minor)
         close(fds[0]);
         return r;
     }
+    /* The probe prints a few bytes and exits; a hung or chatty program is killed. */
     struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
-    while (have < sizeof(out) - 1 && poll(&pfd, 1, WORKER_ZYGOTE_VERSION_PROBE_TIMEOUT_MS) > 0) {
+    bool kill_probe = false;
+    for (;;) {
+        int ready = poll(&pfd, 1, WORKER_ZYGOTE_VERSION_PROBE_TIMEOUT_MS);
+        if (ready < 0 && errno == EINTR) {
+            continue;
+        }
+        if (ready <= 0 || have == sizeof(out) - 1) {
+            kill_probe = true;
+            break;
+        }
         ssize_t n = read(fds[0], out + have, sizeof(out) - 1 - have);
         if (n <= 0) {
             break;
@@ -191,10 +201,16 @@ static int probe_version(const char *exe, int *major, int *minor)
         have += (size_t)n;
     }
     close(fds[0]);
-    if (waitpid(pid, &status, WNOHANG) == 0) {
-        kill(pid, SIGKILL); /* our own probe child, still running past the timeout */
-        waitpid(pid, &status, 0);
+    if (kill_probe) {
+        kill(pid, SIGKILL); /* our own probe child */
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (kill_probe) {
         return -ETIMEDOUT;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        return -ENOEXEC;
     }
     return parse_version(out, major, minor);
 }
@@ -239,6 +255,21 @@ static int find_executable(const char *python, char *exe, size_t size, char *err
     return -ENOENT;
 }
 
+/* Name the pyvenv.cfg of a venv whose executable is `exe`: <venv>/bin/python -> <venv>/. */
+static int venv_config_path(const char *exe, char *out, size_t size)
+{
+    const char *name = strrchr(exe, '/');
+    const char *bin = name;
+
+    while (bin && bin > exe && *--bin != '/') {
+    }
+    if (!bin || bin == name || *bin != '/') {
+        return -ENOENT;
+    }
+    int n = snprintf(out, size, "%.*s/pyvenv.cfg", (int)(bin - exe), exe);
+    return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
 /*
  * Check that --python has the major.minor version of the linked libpython, and store its
  * executable in exe. A venv states its version in pyvenv.cfg next to bin/; any other
@@ -254,19 +285,19 @@ static int check_python(const char *python, char *exe, size_t size, char *error,
     if (r < 0) {
         return r;
     }
-    snprintf(cfg, sizeof(cfg), "%s", exe);
-    char *slash = strrchr(cfg, '/');
-    *slash = '\0';
-    slash = strrchr(cfg, '/');
-    snprintf(slash ? slash : cfg, sizeof(cfg) - (size_t)(slash ? slash - cfg : 0),
-             "/pyvenv.cfg");
-    r = venv_version(cfg, &major, &minor);
+    r = venv_config_path(exe, cfg, sizeof(cfg));
+    if (r == 0) {
+        r = venv_version(cfg, &major, &minor);
+    }
     if (r == -ENOENT) {
         r = probe_version(exe, &major, &minor);
     }
     if (r < 0) {
+        const char *reason = r == -ENOEXEC ? "asking it for sys.version_info failed; is it a "
+                                             "Python interpreter?"
+                                           : strerror(-r);
         snprintf(error, error_size, "Failed to find the version of Python '%.400s': %s", exe,
-                 strerror(-r));
+                 reason);
         return r;
     }
     if (parse_version(Py_GetVersion(), &linked_major, &linked_minor) < 0) {
@@ -345,11 +376,14 @@ static int add_pythonpath(const char *dir)
     return r;
 }
 
+/* Fix sys.executable, then import the preload modules, through snakepit._runtime. */
 static int preload_modules(const char *preload)
 {
     PyObject *runtime = PyImport_ImportModule("snakepit._runtime");
-    PyObject *result = runtime ? PyObject_CallMethod(runtime, "preload", "z", preload) : NULL;
+    PyObject *repaired = runtime ? PyObject_CallMethod(runtime, "repair_executable", NULL) : NULL;
+    PyObject *result = repaired ? PyObject_CallMethod(runtime, "preload", "z", preload) : NULL;
 
+    Py_XDECREF(repaired);
     Py_XDECREF(runtime);
     if (!result) {
         return -1;
@@ -413,15 +447,19 @@ static void close_fd(int fd)
 /* Wait until the intermediate has exited and this process has been reparented. */
 static int wait_for_reparent(pid_t intermediate)
 {
-    int pidfd = pidfd_open_pid(intermediate);
     uint64_t deadline = log_now_ms() + WORKER_ZYGOTE_REPARENT_TIMEOUT_MS;
 
-    if (pidfd >= 0) {
+    if (getppid() != intermediate) {
+        return 0;
+    }
+    int pidfd = pidfd_open_pid(intermediate);
+    /* While it is still our parent, the pid cannot have been reused: the pidfd is the right one. */
+    if (pidfd >= 0 && getppid() == intermediate) {
         struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
         while (poll(&pfd, 1, WORKER_ZYGOTE_REPARENT_TIMEOUT_MS) < 0 && errno == EINTR) {
         }
-        close(pidfd);
     }
+    close_fd(pidfd);
     while (getppid() == intermediate) {
         if (log_now_ms() > deadline) {
             return -ETIMEDOUT;

@@ -10,6 +10,7 @@ or the name of a tool of the pool's adapter class.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from typing import Any, Callable
@@ -59,6 +60,22 @@ def configure(allow: str | None, adapter: str | None) -> None:
         if not isinstance(cls, type):
             raise TypeError(f"adapter {adapter!r} is not a class")
         _adapter_class = cls
+
+
+def repair_executable() -> None:
+    """Point sys.executable at the interpreter when it names the embedding binary.
+
+    Python derives sys.executable from argv[0], which is snakepit-worker here, or leaves it
+    empty. subprocess and multiprocessing run sys.executable as a Python interpreter, so give
+    them the one of the running prefix and version.
+    """
+    executable = sys.executable
+    if executable and os.path.basename(executable).startswith("python"):
+        return
+    candidate = os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2])
+    if os.access(candidate, os.X_OK):
+        sys.executable = candidate
+        sys._base_executable = candidate
 
 
 def preload(names: str | None) -> None:

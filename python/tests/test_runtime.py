@@ -254,3 +254,26 @@ def test_session_outside_a_worker():
         session.put("x", 1)
     with pytest.raises(TypeError):
         session.get(b"x")
+
+
+def test_repair_executable(monkeypatch):
+    import os
+
+    monkeypatch.setattr(sys, "executable", "/opt/snakepit/bin/snakepit-worker")
+    monkeypatch.setattr(sys, "_base_executable", "", raising=False)
+    _runtime.repair_executable()
+    assert os.path.basename(sys.executable) == "python%d.%d" % sys.version_info[:2]
+    assert os.access(sys.executable, os.X_OK)
+    assert sys._base_executable == sys.executable
+
+
+def test_repair_executable_keeps_an_interpreter(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/srv/venv/bin/python")
+    _runtime.repair_executable()
+    assert sys.executable == "/srv/venv/bin/python"
+
+
+def test_star_allows_every_module():
+    configure("*")
+    assert _runtime.is_allowed("subprocess")
+    assert _runtime.call("python.operator.add", [1, 2]) == 3
