@@ -138,7 +138,7 @@ defmodule Snakepit.Test.SessionRecycleTest do
     ids = for i <- 1..@sessions, do: "rec-#{i}"
     for id <- ids, do: {:ok, _} = GenServer.call({:snakepit, node}, {:session, :create, id, []})
 
-    # Every call is in flight at once; the one worker serves max_requests and is replaced.
+    # Every call is in flight at once. The one worker serves max_requests calls and is replaced.
     tags =
       for id <- ids,
           do:

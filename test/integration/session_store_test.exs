@@ -14,7 +14,7 @@ defmodule Snakepit.Test.SessionStoreCases do
 
       @backend unquote(backend)
 
-      # INI lines of the [store] section for this backend; starts Redis when it needs one.
+      # INI lines of the [store] section for this backend. Starts Redis when the backend needs one.
       def store_ini(extra \\ "") do
         backend =
           case @backend do
@@ -290,7 +290,7 @@ defmodule Snakepit.Test.SessionRedisSharedTest do
     slowest = results |> Enum.map(&elem(&1, 0)) |> Enum.max()
     assert slowest < 1000
 
-    # After the restart the store answers again within the reconnect backoff.
+    # After the restart the store works again within the reconnect backoff.
     assert Pool.wait_until(
              fn -> match?({:ok, _}, session(node, {:session, :create, "again", []})) end,
              6000
@@ -307,7 +307,7 @@ defmodule Snakepit.Test.SessionRedisSharedTest do
   defp outcome({:error, %{kind: kind}}), do: kind
   defp outcome(other), do: other
 
-  # Puts `value` until the deadline; after Redis restarts empty, the session is created again.
+  # Puts `value` until the deadline. After Redis restarts empty, the session is created again.
   defp write_until(node, name, value, stop_at, acc) do
     if System.monotonic_time(:millisecond) >= stop_at do
       acc
