@@ -86,6 +86,7 @@ defmodule Snakepit.Test.ConnectionsTest do
     failures = Enum.filter(Daemon.lines(daemon), &(&1 =~ "Handshake"))
     assert length(failures) in 1..3, "#{length(failures)} lines:\n#{Enum.join(failures, "\n")}"
     assert Enum.all?(failures, &(&1 =~ Atom.to_string(peer_node)))
+    refute Enum.any?(failures, &(&1 =~ "at 0.0.0.0")), "an unknown address shown as 0.0.0.0"
 
     # The daemon still serves a node with the right cookie.
     assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
