@@ -69,6 +69,39 @@ defmodule Snakepit.Test.ConnectionsTest do
     assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
   end
 
+  # Connections that send nothing keep acceptor threads in ei_accept_tmo until the handshake
+  # timeout (5 s by default).
+  defp stall_handshakes(daemon, count) do
+    sockets =
+      for _ <- 1..count do
+        {:ok, socket} =
+          :gen_tcp.connect(~c"127.0.0.1", Daemon.dist_port(daemon), [:binary, active: false])
+
+        socket
+      end
+
+    on_exit(fn -> Enum.each(sockets, &:gen_tcp.close/1) end)
+    Process.sleep(200)
+  end
+
+  test "a stalled handshake does not delay a new peer" do
+    daemon = Daemon.start!()
+    stall_handshakes(daemon, 1)
+    assert {:pong, ms} = ping_ms(daemon.node)
+    assert ms < 1000, "connecting took #{ms} ms"
+  end
+
+  # NOTE: the daemon runs handshakes on four acceptor threads, so four connections that send
+  # nothing delay every new peer until their handshake timeout, and an unauthenticated client
+  # that keeps reconnecting can hold new peers off for good.
+  @tag :known_bug
+  test "stalled handshakes on every acceptor do not delay a new peer" do
+    daemon = Daemon.start!()
+    stall_handshakes(daemon, 4)
+    assert {:pong, ms} = ping_ms(daemon.node)
+    assert ms < 1000, "connecting took #{ms} ms"
+  end
+
   test "wrong cookie: pang each time, few log lines, flat fd count (C19)" do
     daemon = Daemon.start!()
     os_pid = Daemon.os_pid(daemon)

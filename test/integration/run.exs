@@ -13,7 +13,15 @@ if node() == :nonode@nohost do
   System.halt(1)
 end
 
-ExUnit.start(autorun: false, timeout: 120_000, trace: System.get_env("TRACE") == "1")
+# Tests tagged :known_bug describe a bug that is still open; they fail until it is fixed.
+include_known_bugs = System.get_env("INCLUDE_KNOWN_BUGS") == "1"
+
+ExUnit.start(
+  autorun: false,
+  timeout: 120_000,
+  trace: System.get_env("TRACE") == "1",
+  exclude: if(include_known_bugs, do: [], else: [:known_bug])
+)
 
 files =
   case System.argv() do
@@ -24,5 +32,10 @@ files =
 Enum.each(files, &Code.require_file/1)
 result = ExUnit.run()
 passed = result.total - result.failures - result.skipped - result.excluded
+
+if result.excluded > 0 do
+  IO.puts("core: #{result.excluded} known-bug tests excluded; run them with INCLUDE_KNOWN_BUGS=1")
+end
+
 IO.puts("core: #{passed} passed, #{result.failures} failed")
 System.halt(if result.failures > 0, do: 1, else: 0)
