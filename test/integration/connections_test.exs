@@ -203,6 +203,54 @@ defmodule Snakepit.Test.ConnectionsTest do
     OsProcess.signal(flooder, "CONT")
   end
 
+  defp config_file(text) do
+    path = Path.join(System.tmp_dir!(), "snakepit-#{System.unique_integer([:positive])}.ini")
+    File.write!(path, text)
+    on_exit(fn -> File.rm(path) end)
+    path
+  end
+
+  test "connection limit and limit + 1" do
+    daemon = Daemon.start!(args: ["--config", config_file("[node]\nmax_connections = 1\n")])
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+
+    # The second peer completes its handshake and is then closed by the daemon.
+    {peer, peer_node} = Peer.start!("connect", [Atom.to_string(daemon.node)])
+
+    assert {:ok, _} =
+             OsProcess.await_line(
+               daemon.proc,
+               ~r/Rejected node #{peer_node}: already 1 connections, the maximum/,
+               30_000
+             )
+
+    refute Enum.any?(OsProcess.lines(peer), &(&1 == "CALL :pong"))
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+  end
+
+  test "a peer that sends nothing for the idle timeout is dropped" do
+    daemon =
+      Daemon.start!(args: ["--config", config_file("[node]\npeer_idle_timeout_ms = 1000\n")])
+
+    # A BEAM node with the default net_ticktime of 60 s sends a tick every 15 s when idle.
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+
+    assert {:ok, _} =
+             OsProcess.await_line(
+               daemon.proc,
+               ~r/Disconnecting node #{node()}: nothing received for 1000 ms/,
+               3000
+             )
+
+    # Once this node has seen the connection go down, a new call connects again.
+    assert Enum.any?(1..100, fn _ ->
+             Process.sleep(20)
+             daemon.node not in Node.list(:hidden)
+           end)
+
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+  end
+
   test "a peer that stops reading is dropped at the output limit" do
     path = Path.join(System.tmp_dir!(), "snakepit-out-#{System.unique_integer([:positive])}.ini")
     File.write!(path, "[node]\nmax_output_bytes = 65536\n")
