@@ -18,7 +18,15 @@ if node() == :nonode@nohost do
   System.halt(1)
 end
 
-ExUnit.start(autorun: false, timeout: 120_000, trace: System.get_env("TRACE") == "1")
+# Tests tagged :known_bug describe a bug that is still open; they fail until it is fixed.
+include_known_bugs = System.get_env("INCLUDE_KNOWN_BUGS") == "1"
+
+ExUnit.start(
+  autorun: false,
+  timeout: 120_000,
+  trace: System.get_env("TRACE") == "1",
+  exclude: if(include_known_bugs, do: [], else: [:known_bug])
+)
 
 pool_file? = &String.starts_with?(Path.basename(&1), ["pool_", "session_"])
 
@@ -41,10 +49,18 @@ files =
     end
   end)
 
-if locations != [], do: ExUnit.configure(exclude: [:test], include: locations)
+if locations != [] do
+  known_bugs = if include_known_bugs, do: [], else: [:known_bug]
+  ExUnit.configure(exclude: [:test | known_bugs], include: locations)
+end
 
 Enum.each(files, &Code.require_file/1)
 result = ExUnit.run()
 passed = result.total - result.failures - result.skipped - result.excluded
+
+if result.excluded > 0 and locations == [] do
+  IO.puts("#{suite}: #{result.excluded} known-bug tests excluded; run them with INCLUDE_KNOWN_BUGS=1")
+end
+
 IO.puts("#{suite}: #{passed} passed, #{result.failures} failed")
 System.halt(if result.failures > 0, do: 1, else: 0)

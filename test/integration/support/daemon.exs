@@ -249,6 +249,13 @@ defmodule Snakepit.Test.Daemon do
   end
 
   def os_pid(%__MODULE__{proc: proc}), do: proc.os_pid
+
+  @doc "The distribution port, from the daemon's start-up log line."
+  def dist_port(%__MODULE__{} = daemon) do
+    [_, port] = Enum.find_value(lines(daemon), &Regex.run(~r/ on port (\d+),/, &1))
+    String.to_integer(port)
+  end
+
   def lines(%__MODULE__{proc: proc}), do: OsProcess.lines(proc)
   def stop(%__MODULE__{proc: proc}), do: OsProcess.stop(proc)
 
