@@ -138,6 +138,19 @@ defmodule Snakepit.Test.SessionStoreCases do
         assert {:ok, :missing} = Pool.fixture(node, "session_get", ["absent"], session_id: id)
       end
 
+      test "Python reading a deleted session raises", %{node: node, id: id} do
+        {:ok, _} = session(node, {:session, :create, id, []})
+
+        task =
+          Task.async(fn -> Pool.fixture(node, "session_get_after", [0.5, "x"], session_id: id) end)
+
+        Process.sleep(100)
+        assert :ok = session(node, {:session, :delete, id})
+        assert {:error, error} = Task.await(task, 5000)
+        assert %{kind: :python_exception, type: "snakepit.session.SessionError"} = error
+        assert error.message =~ "session_not_found"
+      end
+
       test "snakepit.session outside a session call", %{node: node} do
         assert {:error, %{kind: :python_exception}} = Pool.fixture(node, "session_get", ["x"])
       end
@@ -180,6 +193,14 @@ defmodule Snakepit.Test.SessionStoreCases do
         assert message =~ "1024"
         assert {:ok, value} = session(node, {:session, :get, "v", "x"})
         assert byte_size(value) == 1018
+
+        # The same limit holds for a put from Python.
+        assert {:error, error} =
+                 Pool.fixture(node, "session_put", ["y", :binary.copy("b", 1019)], session_id: "v")
+
+        assert %{kind: :python_exception, type: "snakepit.session.SessionError"} = error
+        assert error.message =~ "too_large"
+        assert {:ok, "v"} = Pool.fixture(node, "session_put", ["y", "small"], session_id: "v")
       end
 
       test "max_sessions at the limit and limit + 1" do
@@ -279,7 +300,14 @@ defmodule Snakepit.Test.SessionRedisSharedTest do
 
     Process.sleep(500)
     Redis.kill(redis)
-    Process.sleep(1000)
+    Process.sleep(300)
+
+    # A session-bound call needs the store too: it fails at once and runs no Python.
+    {ms, result} = Pool.timed(fn -> Pool.fixture(node, "echo", [1], session_id: "load") end)
+    assert {:error, %{kind: :store_unavailable, retryable: true}} = result
+    assert ms < 500
+
+    Process.sleep(700)
     restarted = Redis.start_linked!(redis.port)
 
     results = Enum.flat_map(writers, &Task.await(&1, 30_000))
@@ -363,6 +391,30 @@ defmodule Snakepit.Test.SessionOwnerTest do
 
     assert System.monotonic_time(:millisecond) - down_at >= @grace_ms - 100
     assert {:ok, _} = GenServer.call({:snakepit, node}, {:session, :get, "unowned"})
+  end
+
+  test "an owner back within the grace period keeps its sessions" do
+    grace_ms = 3000
+    ini = Pool.pool_ini([size: 1], "[store]\nsession_owner_grace_ms = #{grace_ms}\n")
+    daemon = Pool.start_daemon!(ini)
+    node = daemon.node
+    script = Path.expand("support/pool_peer.exs", __DIR__)
+    name = Snakepit.Test.Daemon.unique_name("owner")
+    args = [Atom.to_string(node), "owned", "unowned"]
+    {first, peer_node} = Peer.start!("sessions", args, script: script, name: name)
+    assert {:ok, _} = OsProcess.await_line(first, ~r/^CREATED/, 20_000)
+    assert {:ok, _} = OsProcess.await_exit(first, 10_000)
+    down_at = System.monotonic_time(:millisecond)
+
+    {second, ^peer_node} =
+      Peer.start!("connect", [Atom.to_string(node)], script: script, name: name)
+
+    assert {:ok, _} = OsProcess.await_line(second, ~r/^CONNECTED pong/, 20_000)
+    assert System.monotonic_time(:millisecond) - down_at < grace_ms
+    Process.sleep(grace_ms + 500)
+
+    assert {:ok, %{owner: ^peer_node}} =
+             GenServer.call({:snakepit, node}, {:session, :get, "owned"})
   end
 end
 

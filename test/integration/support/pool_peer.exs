@@ -14,6 +14,13 @@ defmodule Snakepit.Test.PoolPeerMain do
     System.halt(0)
   end
 
+  # Connect to the daemon and stay connected until the test stops this node.
+  def main(["connect", daemon]) do
+    daemon = String.to_atom(daemon)
+    IO.puts("CONNECTED #{Node.ping(daemon)}")
+    Process.sleep(:infinity)
+  end
+
   # Run python.time.sleep(SECONDS) and report the result, the time it took and whether the
   # connection to the daemon went down meanwhile.
   def main(["long_call", daemon, seconds]) do
