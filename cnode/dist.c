@@ -167,7 +167,7 @@ out:
 
 int dist_reply(Dist *d, DistCaller *caller, const char *reply, size_t len)
 {
-    DistConn *conn = find_conn_by_id(d, caller->conn_id);
+    DistConn *conn = d ? find_conn_by_id(d, caller->conn_id) : NULL;
     int r = -ENOTCONN;
 
     if (conn) {
@@ -187,7 +187,7 @@ void dist_caller_free(DistCaller *caller)
 
 int dist_send(Dist *d, const erlang_pid *to, const char *message, size_t len)
 {
-    DistConn *conn = find_conn_by_node(d, to->node);
+    DistConn *conn = d ? find_conn_by_node(d, to->node) : NULL;
     ei_x_buff control;
     ei_x_buff body;
     int r = -ENOMEM;
@@ -670,11 +670,6 @@ void dist_free(Dist *d)
         return;
     }
     dist_stop_accepting(d);
-    /*
-     * The daemon frees its pools, store and observability before the distribution, so a node
-     * down reported from here would reach freed state.
-     */
-    d->handlers.on_node_down = NULL;
     while (d->conns) {
         dist_conn_close(d->conns->conn, -ESHUTDOWN);
     }

@@ -76,7 +76,8 @@ bool dist_node_connected(const Dist *dist, const char *node);
 /*
  * Send `{Tag, Reply}` to the caller (through its alias when the tag has one) and free `caller`.
  * `reply` is an encoded term without version byte, borrowed. Returns 0, or -ENOTCONN when the
- * caller's connection has gone (the reply is dropped).
+ * caller's connection has gone (the reply is dropped). A NULL `dist` (after dist_free at
+ * shutdown) drops every reply.
  */
 int dist_reply(Dist *dist, DistCaller *caller, const char *reply, size_t len);
 
@@ -92,5 +93,5 @@ void dist_make_ref(Dist *dist, erlang_ref *out);
 /* Stop taking new connections and unregister from epmd; live connections go on. */
 void dist_stop_accepting(Dist *dist);
 
-/* Close every connection without calling on_node_down, and free the Dist. Accepts NULL. */
+/* Close every connection and free the Dist. Accepts NULL. */
 void dist_free(Dist *dist);

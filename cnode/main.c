@@ -416,6 +416,9 @@ static int run(Config *config)
 
 out:
     log_notice("Stopped node %s", dist_node_name(d->dist));
+    /* Closing the peers runs on_node_down, which uses the pools, the store and obs. */
+    dist_free(d->dist);
+    d->dist = NULL;
     for (size_t i = 0; i < d->pool_count; i++) {
         worker_pool_free(d->pools[i]);
     }
@@ -423,7 +426,6 @@ out:
         daemon_store_stop(d);
     }
     daemon_obs_stop(d);
-    dist_free(d->dist);
     ev_loop_destroy(d->loop);
     return d->exit_status;
 }

@@ -701,7 +701,7 @@ void worker_pool_on_frame(WorkerPool *pool, Worker *w, WorkerFrameType type, uin
 
     switch (type) {
     case WORKER_FRAME_HELLO:
-        /* The worker's HELLO and the zygote's FORKED come on two sockets in either order. */
+        /* The worker's socket and the zygote's control socket race: keep an early HELLO. */
         if (w->state == WORKER_STARTING) {
             worker_pool_on_worker_ready(pool, w);
         } else if (w->state == WORKER_FORKING) {

@@ -75,7 +75,7 @@ struct Worker {
     PoolJob *job;         /* the call it runs, or NULL */
     uint64_t dropped_job; /* id of a timed-out call whose late reply is dropped */
     bool expected_exit;   /* recycled or stopped by us: not a crash */
-    bool hello_early;     /* HELLO arrived before the zygote's FORKED */
+    bool hello_early;         /* its HELLO arrived before the zygote's FORKED message */
     const char *crash_reason; /* "timeout" or "heartbeat" when we killed it for that */
     int exit_status;          /* after it exited, or -1 */
     int exit_signal;          /* after a signal ended it, or -1 */

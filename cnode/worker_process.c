@@ -132,6 +132,7 @@ static void worker_on_forked(WorkerPool *pool, Worker *worker, pid_t pid)
     ev_io_start(pool->loop, &worker->pidfd_watcher);
     log_debug("Forked worker %u (pid %d) of pool '%s'", worker->id, (int)pid, pool->config.name);
     if (worker->hello_early) {
+        worker->hello_early = false;
         worker_pool_on_worker_ready(pool, worker);
     }
 }

@@ -8,6 +8,7 @@ packages=(
     libev-dev libhiredis-dev libinih-dev libmicrohttpd-dev libcriterion-dev libsystemd-dev
     python3-dev python3-numpy python3-pandas python3-pytest python3-sklearn
     redis-server prometheus
+    systemd strace python3-yaml
 )
 missing=()
 for p in "${packages[@]}"; do
