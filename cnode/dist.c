@@ -450,7 +450,10 @@ static void log_handshake_failure(Dist *d, const ErlConnect *conp, int err)
     if (!emit) {
         return;
     }
-    inet_ntop(AF_INET, conp->ipadr, addr, sizeof(addr));
+    /* ei fills in the peer's address only after a successful handshake. */
+    if (memcmp(conp->ipadr, "\0\0\0\0", 4) != 0) {
+        inet_ntop(AF_INET, conp->ipadr, addr, sizeof(addr));
+    }
     log_warning("Handshake with a peer at %s (node '%s') failed, wrong cookie or protocol "
                 "error: erl_errno %d (%u similar failures not logged)",
                 addr, conp->nodename, err, dropped);

@@ -95,6 +95,10 @@ static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     Daemon *d = w->data;
 
     log_warning("Shutdown timed out with %u calls in flight; exiting", d->calls_in_flight);
+    /* Every call gets a reply, so the running ones get shutting_down before the workers go. */
+    for (size_t i = 0; i < d->pool_count; i++) {
+        worker_pool_abort_running(d->pools[i]);
+    }
     ev_break(loop, EVBREAK_ALL);
 }
 

@@ -1050,6 +1050,18 @@ void worker_pool_drain(WorkerPool *pool)
     }
 }
 
+void worker_pool_abort_running(WorkerPool *pool)
+{
+    for (Worker *w = pool->workers; w; w = w->next) {
+        if (w->job && !job_answered(w->job)) {
+            job_answer_error(w->job, ERROR_SHUTTING_DOWN,
+                             "pool '%s' is shutting down and the call did not finish within the "
+                             "shutdown timeout",
+                             pool->config.name);
+        }
+    }
+}
+
 void worker_pool_free(WorkerPool *pool)
 {
     if (!pool) {

@@ -69,6 +69,39 @@ defmodule Snakepit.Test.ConnectionsTest do
     assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
   end
 
+  # Connections that send nothing keep acceptor threads in ei_accept_tmo until the handshake
+  # timeout (5 s by default).
+  defp stall_handshakes(daemon, count) do
+    sockets =
+      for _ <- 1..count do
+        {:ok, socket} =
+          :gen_tcp.connect(~c"127.0.0.1", Daemon.dist_port(daemon), [:binary, active: false])
+
+        socket
+      end
+
+    on_exit(fn -> Enum.each(sockets, &:gen_tcp.close/1) end)
+    Process.sleep(200)
+  end
+
+  test "a stalled handshake does not delay a new peer" do
+    daemon = Daemon.start!()
+    stall_handshakes(daemon, 1)
+    assert {:pong, ms} = ping_ms(daemon.node)
+    assert ms < 1000, "connecting took #{ms} ms"
+  end
+
+  # NOTE: the daemon runs handshakes on four acceptor threads, so four connections that send
+  # nothing delay every new peer until their handshake timeout, and an unauthenticated client
+  # that keeps reconnecting can hold new peers off for good.
+  @tag :known_bug
+  test "stalled handshakes on every acceptor do not delay a new peer" do
+    daemon = Daemon.start!()
+    stall_handshakes(daemon, 4)
+    assert {:pong, ms} = ping_ms(daemon.node)
+    assert ms < 1000, "connecting took #{ms} ms"
+  end
+
   test "wrong cookie: pang each time, few log lines, flat fd count (C19)" do
     daemon = Daemon.start!()
     os_pid = Daemon.os_pid(daemon)
@@ -86,6 +119,7 @@ defmodule Snakepit.Test.ConnectionsTest do
     failures = Enum.filter(Daemon.lines(daemon), &(&1 =~ "Handshake"))
     assert length(failures) in 1..3, "#{length(failures)} lines:\n#{Enum.join(failures, "\n")}"
     assert Enum.all?(failures, &(&1 =~ Atom.to_string(peer_node)))
+    refute Enum.any?(failures, &(&1 =~ "at 0.0.0.0")), "an unknown address shown as 0.0.0.0"
 
     # The daemon still serves a node with the right cookie.
     assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
@@ -167,6 +201,54 @@ defmodule Snakepit.Test.ConnectionsTest do
     assert median < 5, "median call took #{median} ms while #{flooder_node} was stopped"
 
     OsProcess.signal(flooder, "CONT")
+  end
+
+  defp config_file(text) do
+    path = Path.join(System.tmp_dir!(), "snakepit-#{System.unique_integer([:positive])}.ini")
+    File.write!(path, text)
+    on_exit(fn -> File.rm(path) end)
+    path
+  end
+
+  test "connection limit and limit + 1" do
+    daemon = Daemon.start!(args: ["--config", config_file("[node]\nmax_connections = 1\n")])
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+
+    # The second peer completes its handshake and is then closed by the daemon.
+    {peer, peer_node} = Peer.start!("connect", [Atom.to_string(daemon.node)])
+
+    assert {:ok, _} =
+             OsProcess.await_line(
+               daemon.proc,
+               ~r/Rejected node #{peer_node}: already 1 connections, the maximum/,
+               30_000
+             )
+
+    refute Enum.any?(OsProcess.lines(peer), &(&1 == "CALL :pong"))
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+  end
+
+  test "a peer that sends nothing for the idle timeout is dropped" do
+    daemon =
+      Daemon.start!(args: ["--config", config_file("[node]\npeer_idle_timeout_ms = 1000\n")])
+
+    # A BEAM node with the default net_ticktime of 60 s sends a tick every 15 s when idle.
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
+
+    assert {:ok, _} =
+             OsProcess.await_line(
+               daemon.proc,
+               ~r/Disconnecting node #{node()}: nothing received for 1000 ms/,
+               3000
+             )
+
+    # Once this node has seen the connection go down, a new call connects again.
+    assert Enum.any?(1..100, fn _ ->
+             Process.sleep(20)
+             daemon.node not in Node.list(:hidden)
+           end)
+
+    assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
   end
 
   test "a peer that stops reading is dropped at the output limit" do

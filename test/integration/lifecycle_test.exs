@@ -121,12 +121,11 @@ defmodule Snakepit.Test.LifecycleTest do
     test "a second SIGTERM during a slow shutdown exits at once" do
       {:ok, daemon} = Daemon.start()
 
-      [_, port] = Daemon.lines(daemon) |> Enum.find_value(&Regex.run(~r/on port (\d+)/, &1))
+      port = Daemon.dist_port(daemon)
 
       # A peer that connects and sends nothing keeps an acceptor thread in its handshake, and
       # the shutdown waits for that thread (up to the handshake timeout, 5 s by default).
-      {:ok, socket} =
-        :gen_tcp.connect(~c"127.0.0.1", String.to_integer(port), [:binary, active: false])
+      {:ok, socket} = :gen_tcp.connect(~c"127.0.0.1", port, [:binary, active: false])
 
       Process.sleep(200)
       OsProcess.signal(daemon.proc, "TERM")

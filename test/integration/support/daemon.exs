@@ -219,8 +219,9 @@ defmodule Snakepit.Test.Daemon do
           {:ok, %{daemon | node: String.to_atom(node)}}
 
         other ->
+          lines = OsProcess.lines(proc)
           OsProcess.stop(proc)
-          {:error, {:not_ready, other, OsProcess.lines(proc)}}
+          {:error, {:not_ready, other, lines}}
       end
     else
       {:ok, daemon}
@@ -248,6 +249,13 @@ defmodule Snakepit.Test.Daemon do
   end
 
   def os_pid(%__MODULE__{proc: proc}), do: proc.os_pid
+
+  @doc "The distribution port, from the daemon's start-up log line."
+  def dist_port(%__MODULE__{} = daemon) do
+    [_, port] = Enum.find_value(lines(daemon), &Regex.run(~r/ on port (\d+),/, &1))
+    String.to_integer(port)
+  end
+
   def lines(%__MODULE__{proc: proc}), do: OsProcess.lines(proc)
   def stop(%__MODULE__{proc: proc}), do: OsProcess.stop(proc)
 
@@ -278,14 +286,14 @@ defmodule Snakepit.Test.Peer do
 
   @doc """
   Start `elixir --sname NAME --cookie COOKIE peer.exs MODE ARGS...`. Options: `:name`,
-  `:cookie`, `:erl` (flags for the VM, e.g. "-kernel net_ticktime 4"). Stopped when the test
-  ends. Returns `{process, node}`.
+  `:cookie`, `:erl` (flags for the VM, e.g. "-kernel net_ticktime 4"), `:script` (another peer
+  script in place of peer.exs). Stopped when the test ends. Returns `{process, node}`.
   """
   def start!(mode, args, opts \\ []) do
     name = Keyword.get_lazy(opts, :name, fn -> Daemon.unique_name("peer") end)
     cookie = Keyword.get(opts, :cookie, Daemon.cookie())
     erl = if opts[:erl], do: ["--erl", opts[:erl]], else: []
-    script = Path.expand("peer.exs", __DIR__)
+    script = Keyword.get_lazy(opts, :script, fn -> Path.expand("peer.exs", __DIR__) end)
     elixir = System.find_executable("elixir")
     argv = ["--sname", name, "--cookie", cookie] ++ erl ++ [script, mode | args]
     proc = OsProcess.start(elixir, argv)

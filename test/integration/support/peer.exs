@@ -62,6 +62,8 @@ defmodule Snakepit.Test.PeerMain do
     connected = daemon in Node.list(:hidden)
     reply = GenServer.call({:snakepit, daemon}, :ping)
     IO.puts("IDLE nodedown=#{nodedown} connected=#{connected} call=#{inspect(reply)}")
+    # Stay up, so that a disconnect in the daemon's log can only come from the idle time.
+    Process.sleep(:infinity)
   end
 
   def main(["flood", daemon]) do

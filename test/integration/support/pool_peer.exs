@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# A peer node for the pool and session tests, run as its own OS process:
+#   elixir --sname NAME --cookie COOKIE pool_peer.exs MODE ARGS...
+# Each mode prints one line per step so the test can follow it.
+
+defmodule Snakepit.Test.PoolPeerMain do
+  # Create one session owned by this node and one without an owner, then halt at once.
+  def main(["sessions", daemon, owned, unowned]) do
+    daemon = String.to_atom(daemon)
+    {:ok, _} = GenServer.call({:snakepit, daemon}, {:session, :create, owned, []})
+    {:ok, _} = GenServer.call({:snakepit, daemon}, {:session, :create, unowned, [owner: nil]})
+    IO.puts("CREATED")
+    System.halt(0)
+  end
+
+  # Connect to the daemon and stay connected until the test stops this node.
+  def main(["connect", daemon]) do
+    daemon = String.to_atom(daemon)
+    IO.puts("CONNECTED #{Node.ping(daemon)}")
+    Process.sleep(:infinity)
+  end
+
+  # Run python.time.sleep(SECONDS) and report the result, the time it took and whether the
+  # connection to the daemon went down meanwhile.
+  def main(["long_call", daemon, seconds]) do
+    daemon = String.to_atom(daemon)
+    :pong = Node.ping(daemon)
+    Node.monitor(daemon, true)
+    IO.puts("CONNECTED ticktime=#{:net_kernel.get_net_ticktime()}")
+    seconds = String.to_integer(seconds)
+    start = System.monotonic_time(:millisecond)
+
+    result =
+      try do
+        GenServer.call(
+          {:snakepit, daemon},
+          {:execute, "python.time.sleep", [seconds], [timeout: (seconds + 10) * 1000]},
+          (seconds + 20) * 1000
+        )
+      catch
+        :exit, reason -> {:exit, reason}
+      end
+
+    elapsed = System.monotonic_time(:millisecond) - start
+
+    nodedown =
+      receive do
+        {:nodedown, ^daemon} -> true
+      after
+        0 -> false
+      end
+
+    connected = daemon in Node.list(:hidden)
+    IO.puts("RESULT #{inspect(result)} ms=#{elapsed} nodedown=#{nodedown} connected=#{connected}")
+  end
+end
+
+Snakepit.Test.PoolPeerMain.main(System.argv())
+
