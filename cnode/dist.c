@@ -233,7 +233,7 @@ static DistCaller *caller_new(DistConn *conn, const DistCall *call)
     return caller;
 }
 
-/* Reply to a call that this layer answers itself; `reply` is built by the caller. */
+/* Reply to a call that this layer handles itself; the caller builds `reply`. */
 static void reply_now(Dist *d, DistConn *conn, const DistCall *call, const ei_x_buff *reply)
 {
     DistCaller *caller = caller_new(conn, call);
@@ -257,7 +257,7 @@ static void reply_error_now(Dist *d, DistConn *conn, const DistCall *call, Error
     ei_x_free(&x);
 }
 
-/* net_kernel's {is_auth, Node}: the handshake already checked the cookie, so the answer is yes. */
+/* net_kernel's {is_auth, Node}: the handshake already checked the cookie, so the reply is yes. */
 static void handle_net_kernel(Dist *d, DistConn *conn, const DistCall *call)
 {
     ei_x_buff x;
@@ -336,7 +336,7 @@ static void on_conn_message(void *userdata, DistConn *conn, const char *body, si
 
 /*
  * The call inside an oversized frame gets a too_large error when its head fits in the kept
- * prefix; the rest of the frame was dropped without being buffered.
+ * prefix. The rest of the frame was dropped without being buffered.
  */
 static void on_conn_oversize(void *userdata, DistConn *conn, const char *prefix,
                              size_t prefix_len, size_t frame_len)

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The Erlang distribution side of the daemon: publishes the node with epmd, runs handshakes on
- * acceptor threads (ei_accept is blocking), then owns each peer socket on the libev loop with
- * non-blocking reads, per-peer write buffers and tick replies, so that one slow or stalled peer
- * never delays another. Calls to the registered name reach the handler; `net_kernel` is_auth
+ * The Erlang distribution side of the daemon. It publishes the node with epmd and runs
+ * handshakes on acceptor threads, because ei_accept is blocking. Then it owns each peer socket on
+ * the libev loop with non-blocking reads, per-peer write buffers and tick replies, so one slow or
+ * stalled peer does not delay another. Calls to the registered name reach the handler; `net_kernel` is_auth
  * calls are answered here so Node.ping/1 returns pong.
  */
 #pragma once
@@ -23,7 +23,7 @@
 
 typedef struct Dist Dist;
 
-/* Where a call came from: owned by whoever holds it until dist_reply() consumes it. */
+/* Where a call came from. Its holder owns it until dist_reply() consumes it. */
 typedef struct DistCaller {
     uint64_t conn_id;
     char node[MAXNODELEN + 1];
@@ -59,7 +59,7 @@ typedef struct {
 /*
  * Listen, publish the node with epmd and start the acceptor threads. Returns 0, -ECONNREFUSED
  * when epmd cannot be reached, -EADDRINUSE when the name is already registered, or another
- * negative errno; a message naming the cause has been logged.
+ * negative errno. A message naming the cause has been logged.
  */
 int dist_start(struct ev_loop *loop, const DistConfig *config, const DistHandlers *handlers,
                void *userdata, Dist **out);

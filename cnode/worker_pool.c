@@ -3,7 +3,7 @@
  * Calls and dispatch of a worker pool. A call is a PoolJob: queued FIFO while every worker is
  * busy, then run by one worker. Its timer is first the queue timeout (or the deadline, if that
  * comes sooner), then the deadline; past the deadline the caller gets a timeout error at once,
- * the worker is interrupted with SIGINT, and killed if it has not answered after a grace period.
+ * the worker is interrupted with SIGINT, and killed if it has not replied after a grace period.
  */
 #include <errno.h>
 #include <signal.h>
@@ -146,9 +146,9 @@ static void job_emit_done(PoolJob *job, const char *term, size_t len)
     worker_pool_emit(pool, &event);
 }
 
-/* ---- Answers ---- */
+/* ---- Replies ---- */
 
-/* Wrap a final answer for a stream: {snakepit_stream, Ref, Inner}. */
+/* Wrap the last message of a stream: {snakepit_stream, Ref, Inner}. */
 static int stream_message(const PoolJob *job, ei_x_buff *x, const char *inner, size_t len)
 {
     if (ei_x_encode_tuple_header(x, 3) < 0 || ei_x_encode_atom(x, "snakepit_stream") < 0 ||

@@ -31,7 +31,7 @@ typedef struct PoolJob {
     struct PoolJob *prev;
     WorkerPool *pool;
     uint64_t id;
-    DistCaller *caller; /* NULL once answered */
+    DistCaller *caller; /* NULL once replied to */
     bool stream;
     erlang_ref stream_ref;
     erlang_pid stream_pid;
