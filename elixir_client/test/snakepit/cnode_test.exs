@@ -1,0 +1,87 @@
+defmodule Snakepit.CNodeTest do
+  use ExUnit.Case, async: false
+
+  @moduletag :capture_log
+
+  alias Snakepit.{CNode, Connection}
+  alias SnakepitTest.Daemon
+
+  defp opts(label, extra \\ []) do
+    [
+      executable: Daemon.executable(),
+      sname: Daemon.unique_sname(label),
+      args: ["--http", "off"],
+      env: [{"SNAKEPIT_COOKIE", Atom.to_string(Node.get_cookie())}],
+      ready_timeout: 30_000,
+      stop_timeout: 5_000
+    ]
+    |> Keyword.merge(extra)
+  end
+
+  test "supervised daemon is ready, routed to, and stops with its supervisor" do
+    {:ok, supervisor} = Supervisor.start_link([{CNode, opts("sup")}], strategy: :one_for_one)
+    [{CNode, child, :worker, _modules}] = Supervisor.which_children(supervisor)
+    %{node: node, os_pid: os_pid} = CNode.info(child)
+
+    assert Daemon.os_process_alive?(os_pid)
+    assert Connection.await_node(node, 10_000) == :ok
+    assert Snakepit.ping(node: node) == :pong
+    assert node in Node.list(:connected)
+
+    :ok = Supervisor.stop(supervisor)
+    assert Daemon.wait_gone(os_pid, 2_000)
+    refute node in Connection.healthy_nodes()
+    refute Map.has_key?(Connection.status(), node)
+  end
+
+  test "terminating the child stops the daemon" do
+    {:ok, supervisor} = Supervisor.start_link([{CNode, opts("child")}], strategy: :one_for_one)
+    [{CNode, child, :worker, _modules}] = Supervisor.which_children(supervisor)
+    %{os_pid: os_pid} = CNode.info(child)
+
+    :ok = Supervisor.terminate_child(supervisor, CNode)
+    assert Daemon.wait_gone(os_pid, 2_000)
+    Supervisor.stop(supervisor)
+  end
+
+  test "a daemon that exits before READY fails the start with its output" do
+    Process.flag(:trap_exit, true)
+    bad = opts("bad", args: ["--http", "off", "--no-such-option"])
+
+    assert {:error, {:cnode_exited, message}} = CNode.start_link(bad)
+    assert message =~ "exited with status 64 before READY"
+    assert message =~ "no-such-option"
+  end
+
+  test "a daemon that is not ready in time is stopped and fails the start" do
+    Process.flag(:trap_exit, true)
+
+    # Port.open returns before the daemon can print anything, so 1 ms always passes first.
+    assert {:error, {:cnode_ready_timeout, message}} =
+             CNode.start_link(opts("slow", ready_timeout: 1))
+
+    assert message =~ "printed no READY line in time"
+  end
+
+  test "a missing executable fails the start" do
+    Process.flag(:trap_exit, true)
+
+    assert {:error, {:cnode_not_found, message}} =
+             CNode.start_link(opts("missing", executable: "/nonexistent/snakepit-cnode"))
+
+    assert message == "snakepit-cnode executable not found: /nonexistent/snakepit-cnode"
+  end
+
+  test "the daemon gets this node as its owner" do
+    {:ok, launcher} = CNode.start_link(opts("owner", connect: false))
+    %{os_pid: os_pid, node: node} = CNode.info(launcher)
+    {:ok, cmdline} = File.read("/proc/#{os_pid}/cmdline")
+
+    assert ["--owner", owner | _rest] = cmdline |> String.split(<<0>>) |> Enum.drop(1)
+    assert owner == Atom.to_string(node())
+    refute Map.has_key?(Connection.status(), node)
+
+    GenServer.stop(launcher)
+    assert Daemon.wait_gone(os_pid, 2_000)
+  end
+end

@@ -1,0 +1,183 @@
+defmodule Snakepit.ConnectionTest do
+  # Restarts the application and kills daemons, so it runs alone.
+  use ExUnit.Case, async: false
+
+  @moduletag :capture_log
+
+  import ExUnit.CaptureLog
+
+  alias Snakepit.{Connection, Error}
+  alias SnakepitTest.{App, Daemon}
+
+  setup do
+    primary = :persistent_term.get(:snakepit_test_primary)
+    on_exit(fn -> App.restart!(nodes: [primary.node]) end)
+    %{primary: primary}
+  end
+
+  defp start_daemon(label) do
+    daemon = Daemon.start!(sname: Daemon.unique_sname(label))
+    on_exit(fn -> Daemon.stop(daemon) end)
+    daemon
+  end
+
+  defp elapsed_ms(fun) do
+    started = System.monotonic_time(:millisecond)
+    result = fun.()
+    {System.monotonic_time(:millisecond) - started, result}
+  end
+
+  defp wait_until(fun, timeout_ms \\ 5_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout_ms
+
+    Stream.repeatedly(fn ->
+      Process.sleep(20)
+      fun.() or System.monotonic_time(:millisecond) > deadline
+    end)
+    |> Enum.find(& &1)
+
+    fun.()
+  end
+
+  test "no node configured gives nodedown at once" do
+    App.restart!(nodes: [])
+    {ms, reply} = elapsed_ms(fn -> Snakepit.ping(timeout: 10_000) end)
+
+    assert {:error, %Error{kind: :nodedown, retryable: true}} = reply
+    assert ms < 100
+    assert {:error, %Error{kind: :nodedown}} = Snakepit.info()
+    assert {:error, %Error{kind: :nodedown}} = Snakepit.execute("python.os.getcwd", [])
+  end
+
+  test "calls round-robin over healthy nodes" do
+    a = start_daemon("rr_a")
+    b = start_daemon("rr_b")
+    App.restart!(nodes: [a.node, b.node])
+    assert Connection.healthy_nodes() == [a.node, b.node]
+
+    nodes =
+      for _call <- 1..10 do
+        assert {:ok, %{node: node}} = Snakepit.info()
+        node
+      end
+
+    assert Enum.frequencies(nodes) == %{a.node => 5, b.node => 5}
+  end
+
+  test "in-flight calls get nodedown when the daemon is killed" do
+    daemon = start_daemon("inflight")
+    App.restart!(nodes: [daemon.node])
+
+    # A stopped daemon accepts the calls on its socket but cannot answer them.
+    :ok = Daemon.signal(daemon, "STOP")
+    tasks = for _call <- 1..10, do: Task.async(fn -> Snakepit.ping(timeout: 20_000) end)
+    Process.sleep(300)
+
+    {ms, replies} =
+      elapsed_ms(fn ->
+        :ok = Daemon.signal(daemon, "KILL")
+        Enum.map(tasks, &Task.await(&1, 5_000))
+      end)
+
+    for reply <- replies do
+      assert {:error, %Error{kind: :nodedown, node: node, retryable: true}} = reply
+      assert node == daemon.node
+    end
+
+    assert ms < 3_000
+  end
+
+  test "a daemon that does not answer times out at the deadline" do
+    daemon = start_daemon("frozen")
+    App.restart!(nodes: [daemon.node])
+    :ok = Daemon.signal(daemon, "STOP")
+
+    {ms, reply} = elapsed_ms(fn -> Snakepit.ping(timeout: 300) end)
+    :ok = Daemon.signal(daemon, "CONT")
+
+    assert {:error, %Error{kind: :timeout, retryable: true} = error} = reply
+    assert error.node == daemon.node
+    assert ms >= 300
+    assert ms < 1_500
+    assert Snakepit.ping(timeout: 2_000) == :pong
+  end
+
+  test "reconnects to a restarted daemon" do
+    daemon = start_daemon("restart")
+    App.restart!(nodes: [daemon.node])
+    assert Snakepit.ping() == :pong
+
+    log =
+      capture_log(fn ->
+        :ok = Daemon.signal(daemon, "KILL")
+        assert wait_until(fn -> Connection.healthy_nodes() == [] end)
+      end)
+
+    assert log =~ "went down"
+    {ms, reply} = elapsed_ms(fn -> Snakepit.ping(timeout: 10_000) end)
+    assert {:error, %Error{kind: :nodedown}} = reply
+    assert ms < 100
+    assert Connection.status()[daemon.node] in [:down, :connecting]
+
+    restarted = start_daemon_named(daemon.sname)
+    assert restarted.node == daemon.node
+    assert Connection.await_node(daemon.node, 10_000) == :ok
+    assert Snakepit.ping() == :pong
+    assert Connection.status() == %{daemon.node => :up}
+  end
+
+  test "add_node and remove_node change the routed set", %{primary: primary} do
+    extra = start_daemon("added")
+    :ok = Connection.add_node(extra.node)
+    assert Connection.await_node(extra.node, 10_000) == :ok
+    assert Connection.healthy_nodes() == [primary.node, extra.node]
+    assert Snakepit.ping(node: extra.node) == :pong
+
+    :ok = Connection.remove_node(extra.node)
+    assert Connection.healthy_nodes() == [primary.node]
+    assert {:error, %Error{kind: :nodedown}} = Snakepit.ping(node: extra.node)
+    refute Map.has_key?(Connection.status(), extra.node)
+  end
+
+  test "unreachable node stays down without blocking calls", %{primary: primary} do
+    {:ok, host} = :inet.gethostname()
+    missing = :"sp_missing_#{System.unique_integer([:positive])}@#{host}"
+
+    capture_log(fn ->
+      {:ok, _apps} = App.restart(nodes: [primary.node, missing])
+      assert Connection.await_node(primary.node, 10_000) == :ok
+      assert {:error, %Error{kind: :nodedown}} = Connection.await_node(missing, 300)
+    end)
+
+    assert Connection.status()[missing] in [:down, :connecting]
+    assert Connection.healthy_nodes() == [primary.node]
+
+    for _call <- 1..4, do: assert(Snakepit.ping() == :pong)
+  end
+
+  test "configured libraries do not keep a node from being healthy", %{primary: primary} do
+    libraries = [%{name: "json", module: "json", pip_package: "json"}]
+    capture_log(fn -> App.restart!(nodes: [primary.node], python_libraries: libraries) end)
+    assert Snakepit.ping() == :pong
+  end
+
+  test "invalid configuration stops the application from starting", %{primary: primary} do
+    capture_log(fn ->
+      assert {:error, reason} = App.restart(nodes: [primary.node], default_timeout: 0)
+      assert inspect(reason) =~ "invalid :snakepit config default_timeout: 0"
+    end)
+
+    capture_log(fn ->
+      assert {:error, reason} = App.restart(nodes: ["not-an-atom"])
+      assert inspect(reason) =~ "invalid :snakepit config nodes"
+    end)
+
+    refute Process.whereis(Snakepit.Connection)
+  end
+
+  defp start_daemon_named(sname) do
+    daemon = Daemon.start!(sname: sname)
+    on_exit(fn -> Daemon.stop(daemon) end)
+    daemon
+  end
+end
