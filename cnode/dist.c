@@ -1,0 +1,672 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Node publication, handshakes and message dispatch.
+ *
+ * Handshakes run on DIST_ACCEPTOR_THREADS threads, each blocked in ei_accept_tmo on the shared
+ * listen socket, so a peer that stalls mid-handshake holds one thread for at most the handshake
+ * timeout and never the loop. A finished handshake hands its socket to the loop through a
+ * mutex-protected queue and an ev_async; from then on only the loop thread touches it.
+ */
+#include "dist.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dist_conn.h"
+#include "dist_frame.h"
+#include "error.h"
+#include "log.h"
+
+#define DIST_PENDING_MAX 256
+
+typedef struct ConnEntry {
+    struct ConnEntry *next;
+    DistConn *conn;
+} ConnEntry;
+
+typedef struct {
+    int fd;
+    char node[MAXNODELEN + 1];
+} PendingConn;
+
+struct Dist {
+    struct ev_loop *loop;
+    ei_cnode ec;
+    DistConfig config;
+    DistHandlers handlers;
+    void *userdata;
+    int listen_fd;
+    int port;
+    int epmd_fd;
+    atomic_bool stopping;
+    pthread_t acceptors[DIST_ACCEPTOR_THREADS];
+    unsigned acceptor_count;
+
+    pthread_mutex_t pending_lock;
+    PendingConn pending[DIST_PENDING_MAX];
+    unsigned pending_count;
+    ev_async pending_async;
+
+    ConnEntry *conns;
+    unsigned conn_count;
+    uint64_t next_conn_id;
+    DistConnLimits conn_limits;
+    LogRateLimit handshake_ratelimit;
+    pthread_mutex_t ratelimit_lock;
+};
+
+static void set_cloexec(int fd)
+{
+    int flags = fcntl(fd, F_GETFD);
+
+    if (flags >= 0) {
+        fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
+}
+
+static void set_nonblocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+
+    if (flags >= 0) {
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    }
+}
+
+const char *dist_node_name(const Dist *d)
+{
+    return d->ec.thisnodename;
+}
+
+int dist_port(const Dist *d)
+{
+    return d->port;
+}
+
+unsigned dist_peer_count(const Dist *d)
+{
+    return d->conn_count;
+}
+
+static DistConn *find_conn_by_node(const Dist *d, const char *node)
+{
+    for (ConnEntry *e = d->conns; e; e = e->next) {
+        if (strcmp(dist_conn_node(e->conn), node) == 0) {
+            return e->conn;
+        }
+    }
+    return NULL;
+}
+
+static DistConn *find_conn_by_id(const Dist *d, uint64_t id)
+{
+    for (ConnEntry *e = d->conns; e; e = e->next) {
+        if (dist_conn_id(e->conn) == id) {
+            return e->conn;
+        }
+    }
+    return NULL;
+}
+
+bool dist_node_connected(const Dist *d, const char *node)
+{
+    return find_conn_by_node(d, node) != NULL;
+}
+
+/* ---- Sending ---- */
+
+/* Send `{Tag, Reply}` to a pid (SEND) or an alias (ALIAS_SEND) over `conn`. */
+static int send_reply_frame(Dist *d, DistConn *conn, const DistCaller *caller, const char *reply,
+                            size_t len)
+{
+    ei_x_buff control;
+    ei_x_buff message;
+    int r = -ENOMEM;
+
+    if (ei_x_new_with_version(&control) < 0) {
+        return -ENOMEM;
+    }
+    if (ei_x_new_with_version(&message) < 0) {
+        ei_x_free(&control);
+        return -ENOMEM;
+    }
+    if (caller->has_alias) {
+        if (ei_x_encode_tuple_header(&control, 3) < 0 ||
+            ei_x_encode_long(&control, DIST_OP_ALIAS_SEND) < 0 ||
+            ei_x_encode_pid(&control, ei_self(&d->ec)) < 0 ||
+            ei_x_encode_ref(&control, &caller->alias) < 0) {
+            goto out;
+        }
+    } else if (ei_x_encode_tuple_header(&control, 3) < 0 ||
+               ei_x_encode_long(&control, DIST_OP_SEND) < 0 ||
+               ei_x_encode_atom(&control, "") < 0 ||
+               ei_x_encode_pid(&control, &caller->pid) < 0) {
+        goto out;
+    }
+    if (ei_x_encode_tuple_header(&message, 2) < 0 ||
+        ei_x_append_buf(&message, caller->tag, (int)caller->tag_len) < 0 ||
+        ei_x_append_buf(&message, reply, (int)len) < 0) {
+        goto out;
+    }
+    r = dist_conn_send(conn, control.buff, (size_t)control.index, message.buff,
+                       (size_t)message.index);
+out:
+    ei_x_free(&message);
+    ei_x_free(&control);
+    return r;
+}
+
+int dist_reply(Dist *d, DistCaller *caller, const char *reply, size_t len)
+{
+    DistConn *conn = find_conn_by_id(d, caller->conn_id);
+    int r = -ENOTCONN;
+
+    if (conn) {
+        r = send_reply_frame(d, conn, caller, reply, len);
+    }
+    if (r < 0) {
+        log_debug_errno(r, "Dropped the reply to a call from node %s", caller->node);
+    }
+    dist_caller_free(caller);
+    return r;
+}
+
+void dist_caller_free(DistCaller *caller)
+{
+    free(caller);
+}
+
+int dist_send(Dist *d, const erlang_pid *to, const char *message, size_t len)
+{
+    DistConn *conn = find_conn_by_node(d, to->node);
+    ei_x_buff control;
+    ei_x_buff body;
+    int r = -ENOMEM;
+
+    if (!conn) {
+        return -ENOTCONN;
+    }
+    if (ei_x_new_with_version(&control) < 0) {
+        return -ENOMEM;
+    }
+    if (ei_x_new_with_version(&body) < 0) {
+        ei_x_free(&control);
+        return -ENOMEM;
+    }
+    if (ei_x_encode_tuple_header(&control, 3) < 0 ||
+        ei_x_encode_long(&control, DIST_OP_SEND) < 0 || ei_x_encode_atom(&control, "") < 0 ||
+        ei_x_encode_pid(&control, to) < 0 || ei_x_append_buf(&body, message, (int)len) < 0) {
+        goto out;
+    }
+    r = dist_conn_send(conn, control.buff, (size_t)control.index, body.buff, (size_t)body.index);
+out:
+    ei_x_free(&body);
+    ei_x_free(&control);
+    return r;
+}
+
+/* ---- Receiving ---- */
+
+static DistCaller *caller_new(DistConn *conn, const DistCall *call)
+{
+    DistCaller *caller = malloc(sizeof(*caller) + call->tag_len);
+
+    if (!caller) {
+        return NULL;
+    }
+    caller->conn_id = dist_conn_id(conn);
+    snprintf(caller->node, sizeof(caller->node), "%s", dist_conn_node(conn));
+    caller->pid = call->pid;
+    caller->has_alias = call->has_alias;
+    caller->alias = call->alias;
+    caller->tag_len = call->tag_len;
+    memcpy(caller->tag, call->tag, call->tag_len);
+    return caller;
+}
+
+/* Reply to a call that this layer answers itself; `reply` is built by the caller. */
+static void reply_now(Dist *d, DistConn *conn, const DistCall *call, const ei_x_buff *reply)
+{
+    DistCaller *caller = caller_new(conn, call);
+
+    if (caller) {
+        dist_reply(d, caller, reply->buff, (size_t)reply->index);
+    }
+}
+
+static void reply_error_now(Dist *d, DistConn *conn, const DistCall *call, ErrorKind kind,
+                            const char *message)
+{
+    ei_x_buff x;
+
+    if (ei_x_new(&x) < 0) {
+        return;
+    }
+    if (error_encode(&x, kind, 0, "%s", message) == 0) {
+        reply_now(d, conn, call, &x);
+    }
+    ei_x_free(&x);
+}
+
+/* net_kernel's {is_auth, Node}: the handshake already checked the cookie, so the answer is yes. */
+static void handle_net_kernel(Dist *d, DistConn *conn, const DistCall *call)
+{
+    ei_x_buff x;
+
+    if (call->is_cast || ei_x_new(&x) < 0) {
+        return;
+    }
+    ei_x_encode_atom(&x, "yes");
+    reply_now(d, conn, call, &x);
+    ei_x_free(&x);
+}
+
+static void handle_reg_send(Dist *d, DistConn *conn, const DistMessage *m)
+{
+    DistCall call;
+
+    if (dist_call_parse(m->payload, m->payload_len, &call) < 0) {
+        if (strcmp(m->to_name, d->config.registered_name) == 0 && d->handlers.on_cast) {
+            /* A plain message: pass it on without its version byte. */
+            d->handlers.on_cast(d->userdata, dist_conn_node(conn), m->payload + 1,
+                                m->payload_len - 1);
+        } else {
+            log_debug("Ignored a message from node %s to '%s' that is no gen_server call",
+                      dist_conn_node(conn), m->to_name);
+        }
+        return;
+    }
+    if (strcmp(m->to_name, "net_kernel") == 0) {
+        handle_net_kernel(d, conn, &call);
+        return;
+    }
+    if (strcmp(m->to_name, d->config.registered_name) != 0) {
+        if (!call.is_cast) {
+            char message[2 * MAXATOMLEN_UTF8 + 128];
+            snprintf(message, sizeof(message),
+                     "no process is registered as '%s' on this node; send requests to '%s'",
+                     m->to_name, d->config.registered_name);
+            reply_error_now(d, conn, &call, ERROR_BAD_REQUEST, message);
+        }
+        return;
+    }
+    if (call.is_cast) {
+        if (d->handlers.on_cast) {
+            d->handlers.on_cast(d->userdata, dist_conn_node(conn), call.request,
+                                call.request_len);
+        }
+        return;
+    }
+    DistCaller *caller = caller_new(conn, &call);
+    if (!caller) {
+        log_error("Out of memory for a call from node %s", dist_conn_node(conn));
+        return;
+    }
+    d->handlers.on_call(d->userdata, caller, call.request, call.request_len);
+}
+
+static void on_conn_message(void *userdata, DistConn *conn, const char *body, size_t len)
+{
+    Dist *d = userdata;
+    DistMessage m;
+    int r = dist_message_parse(body, len, &m);
+
+    if (r == -ENOTSUP) {
+        /* Links, monitors and sends to pids: this node has no processes that use them. */
+        return;
+    }
+    if (r < 0) {
+        log_warning("Ignored a malformed %zu-byte message from node %s", len,
+                    dist_conn_node(conn));
+        return;
+    }
+    if (m.op == DIST_OP_REG_SEND || m.op == DIST_OP_REG_SEND_TT) {
+        handle_reg_send(d, conn, &m);
+    }
+}
+
+/*
+ * The call inside an oversized frame gets a too_large error when its head fits in the kept
+ * prefix; the rest of the frame was dropped without being buffered.
+ */
+static void on_conn_oversize(void *userdata, DistConn *conn, const char *prefix,
+                             size_t prefix_len, size_t frame_len)
+{
+    Dist *d = userdata;
+    DistMessage m;
+    DistCall call;
+    char message[160];
+
+    log_warning("Dropped a %zu-byte message from node %s: over the limit of %zu bytes", frame_len,
+                dist_conn_node(conn), d->config.max_message_bytes);
+    if (!prefix || dist_message_head_parse(prefix, prefix_len, &m) < 0 ||
+        dist_call_head_parse(m.payload, m.payload_len, &call) < 0 || call.is_cast) {
+        return;
+    }
+    snprintf(message, sizeof(message),
+             "the request is %zu bytes, over the message size limit of %zu bytes", frame_len,
+             d->config.max_message_bytes);
+    reply_error_now(d, conn, &call, ERROR_TOO_LARGE, message);
+}
+
+static void on_conn_close(void *userdata, DistConn *conn, int err)
+{
+    Dist *d = userdata;
+    const char *node = dist_conn_node(conn);
+
+    for (ConnEntry **p = &d->conns; *p; p = &(*p)->next) {
+        if ((*p)->conn == conn) {
+            ConnEntry *e = *p;
+            *p = e->next;
+            free(e);
+            d->conn_count--;
+            break;
+        }
+    }
+    if (err == 0) {
+        log_info("Node %s disconnected", node);
+    } else {
+        log_info("Node %s disconnected: %s", node, strerror(-err));
+    }
+    if (!find_conn_by_node(d, node) && d->handlers.on_node_down) {
+        d->handlers.on_node_down(d->userdata, node);
+    }
+}
+
+static const DistConnHandlers conn_handlers = {
+    .on_message = on_conn_message,
+    .on_oversize = on_conn_oversize,
+    .on_close = on_conn_close,
+};
+
+static void adopt_connection(Dist *d, int fd, const char *node)
+{
+    if (d->conn_count >= d->config.max_connections) {
+        log_warning("Rejected node %s: already %u connections, the maximum", node,
+                    d->conn_count);
+        ei_close_connection(fd);
+        return;
+    }
+    bool first = !find_conn_by_node(d, node);
+    ConnEntry *e = malloc(sizeof(*e));
+    DistConn *conn = e ? dist_conn_new(d->loop, fd, node, ++d->next_conn_id, &d->conn_limits,
+                                       &conn_handlers, d)
+                       : NULL;
+    if (!conn) {
+        free(e);
+        if (!e) {
+            ei_close_connection(fd);
+        }
+        log_error("Out of memory for a connection from node %s", node);
+        return;
+    }
+    e->conn = conn;
+    e->next = d->conns;
+    d->conns = e;
+    d->conn_count++;
+    log_info("Node %s connected", node);
+    if (first && d->handlers.on_node_up) {
+        d->handlers.on_node_up(d->userdata, node);
+    }
+}
+
+static void pending_async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    Dist *d = w->data;
+    PendingConn batch[DIST_PENDING_MAX];
+    unsigned count;
+
+    pthread_mutex_lock(&d->pending_lock);
+    count = d->pending_count;
+    memcpy(batch, d->pending, count * sizeof(batch[0]));
+    d->pending_count = 0;
+    pthread_mutex_unlock(&d->pending_lock);
+
+    for (unsigned i = 0; i < count; i++) {
+        adopt_connection(d, batch[i].fd, batch[i].node);
+    }
+}
+
+/* ---- Acceptor threads ---- */
+
+static void log_handshake_failure(Dist *d, const ErlConnect *conp, int err)
+{
+    unsigned dropped = 0;
+    bool emit;
+    char addr[INET_ADDRSTRLEN] = "unknown address";
+
+    pthread_mutex_lock(&d->ratelimit_lock);
+    emit = log_ratelimit_check(&d->handshake_ratelimit, log_now_ms(), &dropped);
+    pthread_mutex_unlock(&d->ratelimit_lock);
+    if (!emit) {
+        return;
+    }
+    inet_ntop(AF_INET, conp->ipadr, addr, sizeof(addr));
+    log_warning("Handshake with a peer at %s (node '%s') failed, wrong cookie or protocol "
+                "error: erl_errno %d (%u similar failures not logged)",
+                addr, conp->nodename, err, dropped);
+}
+
+static void *acceptor_main(void *arg)
+{
+    Dist *d = arg;
+    ei_cnode ec = d->ec; /* a private copy: ei_accept writes per-call state into it */
+
+    while (!atomic_load(&d->stopping)) {
+        ErlConnect conp;
+        memset(&conp, 0, sizeof(conp));
+        int fd = ei_accept_tmo(&ec, d->listen_fd, &conp, d->config.handshake_timeout_ms);
+        if (fd < 0) {
+            int err = erl_errno;
+            if (atomic_load(&d->stopping)) {
+                break;
+            }
+            if (err == ETIMEDOUT && conp.nodename[0] == '\0') {
+                continue; /* no peer during the timeout */
+            }
+            log_handshake_failure(d, &conp, err);
+            continue;
+        }
+        set_cloexec(fd);
+        set_nonblocking(fd);
+
+        pthread_mutex_lock(&d->pending_lock);
+        if (d->pending_count < DIST_PENDING_MAX) {
+            PendingConn *p = &d->pending[d->pending_count++];
+            p->fd = fd;
+            snprintf(p->node, sizeof(p->node), "%s", conp.nodename);
+            fd = -1;
+        }
+        pthread_mutex_unlock(&d->pending_lock);
+        if (fd >= 0) {
+            log_warning("Rejected node %s: too many connections waiting for the loop",
+                        conp.nodename);
+            ei_close_connection(fd);
+            continue;
+        }
+        ev_async_send(d->loop, &d->pending_async);
+    }
+    return NULL;
+}
+
+/* ---- Start and stop ---- */
+
+static int epmd_port(void)
+{
+    const char *env = getenv("ERL_EPMD_PORT");
+    int port = env ? atoi(env) : 0;
+
+    return port > 0 && port < 65536 ? port : 4369;
+}
+
+/* Tell "epmd is down" from "the name is taken" before publishing, for a precise message. */
+static int check_epmd_reachable(void)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)epmd_port())};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int r = 0;
+
+    if (fd < 0) {
+        return -errno;
+    }
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        r = -errno;
+    }
+    close(fd);
+    return r;
+}
+
+static int split_node_name(const char *node, char *alive, size_t alive_size, char *host,
+                           size_t host_size)
+{
+    const char *at = strchr(node, '@');
+
+    if (!at || at == node || at[1] == '\0' || (size_t)(at - node) >= alive_size ||
+        strlen(at + 1) >= host_size) {
+        return -EINVAL;
+    }
+    memcpy(alive, node, (size_t)(at - node));
+    alive[at - node] = '\0';
+    snprintf(host, host_size, "%s", at + 1);
+    return 0;
+}
+
+static int dist_listen_and_publish(Dist *d)
+{
+    int r = check_epmd_reachable();
+
+    if (r < 0) {
+        return log_error_errno(r,
+                               "Failed to reach epmd at 127.0.0.1:%d (start it with 'epmd "
+                               "-daemon')",
+                               epmd_port());
+    }
+    d->port = 0;
+    d->listen_fd = ei_listen(&d->ec, &d->port, 128);
+    if (d->listen_fd < 0) {
+        return log_error_errno(-EIO, "Failed to open the distribution listen socket");
+    }
+    set_cloexec(d->listen_fd);
+    d->epmd_fd = ei_publish(&d->ec, d->port);
+    if (d->epmd_fd < 0) {
+        log_error("Failed to register node %s with epmd: the name '%s' is already registered "
+                  "(another node runs with that name)",
+                  d->ec.thisnodename, d->ec.thisalivename);
+        return -EADDRINUSE;
+    }
+    set_cloexec(d->epmd_fd);
+    return 0;
+}
+
+int dist_start(struct ev_loop *loop, const DistConfig *config, const DistHandlers *handlers,
+               void *userdata, Dist **out)
+{
+    char alive[EI_MAXALIVELEN + 1];
+    char host[EI_MAXHOSTNAMELEN + 1];
+    Dist *d;
+    int r;
+
+    if (split_node_name(config->node_name, alive, sizeof(alive), host, sizeof(host)) < 0) {
+        return log_error_errno(-EINVAL, "Invalid node name '%s': expected NAME@HOST",
+                               config->node_name);
+    }
+    d = calloc(1, sizeof(*d));
+    if (!d) {
+        return -ENOMEM;
+    }
+    d->loop = loop;
+    d->config = *config;
+    d->handlers = *handlers;
+    d->userdata = userdata;
+    d->listen_fd = -1;
+    d->epmd_fd = -1;
+    d->conn_limits = (DistConnLimits){
+        .max_message_bytes = config->max_message_bytes,
+        .max_output_bytes = config->max_output_bytes,
+        .idle_timeout_ms = config->peer_idle_timeout_ms,
+    };
+    d->handshake_ratelimit = (LogRateLimit)LOG_RATELIMIT_INIT(10000, 1);
+    pthread_mutex_init(&d->pending_lock, NULL);
+    pthread_mutex_init(&d->ratelimit_lock, NULL);
+    ev_async_init(&d->pending_async, pending_async_cb);
+    d->pending_async.data = d;
+    ev_async_start(loop, &d->pending_async);
+
+    ei_init();
+    if (ei_connect_xinit(&d->ec, host, alive, config->node_name, NULL, config->cookie, 0) < 0) {
+        r = log_error_errno(-EINVAL, "Failed to initialise node %s", config->node_name);
+        goto fail;
+    }
+    r = dist_listen_and_publish(d);
+    if (r < 0) {
+        goto fail;
+    }
+    for (unsigned i = 0; i < DIST_ACCEPTOR_THREADS; i++) {
+        r = -pthread_create(&d->acceptors[i], NULL, acceptor_main, d);
+        if (r < 0) {
+            log_error_errno(r, "Failed to start an acceptor thread");
+            goto fail;
+        }
+        d->acceptor_count++;
+    }
+    *out = d;
+    return 0;
+fail:
+    dist_free(d);
+    return r;
+}
+
+void dist_stop_accepting(Dist *d)
+{
+    if (!d || atomic_exchange(&d->stopping, true)) {
+        return;
+    }
+    /* Wakes the threads blocked in accept(2) at once instead of after their timeout. */
+    if (d->listen_fd >= 0) {
+        shutdown(d->listen_fd, SHUT_RDWR);
+    }
+    for (unsigned i = 0; i < d->acceptor_count; i++) {
+        pthread_join(d->acceptors[i], NULL);
+    }
+    d->acceptor_count = 0;
+    if (d->epmd_fd >= 0) {
+        close(d->epmd_fd);
+        d->epmd_fd = -1;
+    }
+    if (d->listen_fd >= 0) {
+        close(d->listen_fd);
+        d->listen_fd = -1;
+    }
+    /* Handshakes that finished during the shutdown never reach the loop. */
+    pthread_mutex_lock(&d->pending_lock);
+    for (unsigned i = 0; i < d->pending_count; i++) {
+        ei_close_connection(d->pending[i].fd);
+    }
+    d->pending_count = 0;
+    pthread_mutex_unlock(&d->pending_lock);
+}
+
+void dist_free(Dist *d)
+{
+    if (!d) {
+        return;
+    }
+    dist_stop_accepting(d);
+    while (d->conns) {
+        dist_conn_close(d->conns->conn, -ESHUTDOWN);
+    }
+    ev_async_stop(d->loop, &d->pending_async);
+    pthread_mutex_destroy(&d->pending_lock);
+    pthread_mutex_destroy(&d->ratelimit_lock);
+    free(d);
+}

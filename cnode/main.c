@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * snakepit-cnode: start-up, signals and shutdown. The daemon runs one non-default libev loop
+ * (the default loop would reap child processes behind the worker pool's back).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cookie.h"
+#include "daemon.h"
+#include "log.h"
+#include "sd_notify.h"
+
+/* libev's fatal errors go through our logger before the abort. */
+static void on_ev_syserr(const char *msg)
+{
+    log_error_errno(-errno, "libev: %s", msg);
+    abort();
+}
+
+static void on_call(void *userdata, DistCaller *caller, const char *request, size_t len)
+{
+    request_handle(userdata, caller, request, len);
+}
+
+static void on_cast(void *userdata, const char *node, const char *request, size_t len)
+{
+    request_handle_cast(userdata, node, request, len);
+}
+
+static void on_node_up(void *userdata, const char *node)
+{
+    Daemon *d = userdata;
+
+    if (d->config->owner[0] && strcmp(node, d->config->owner) == 0) {
+        d->owner_seen = true;
+        ev_timer_stop(d->loop, &d->owner_timer);
+    }
+}
+
+static void on_node_down(void *userdata, const char *node)
+{
+    Daemon *d = userdata;
+
+    if (d->config->owner[0] && strcmp(node, d->config->owner) == 0) {
+        log_notice("Owner node %s disconnected, shutting down", node);
+        daemon_shutdown(d, "owner node disconnected");
+    }
+}
+
+static const DistHandlers dist_handlers = {
+    .on_call = on_call,
+    .on_cast = on_cast,
+    .on_node_up = on_node_up,
+    .on_node_down = on_node_down,
+};
+
+void daemon_announce_ready(Daemon *d)
+{
+    if (d->ready_announced) {
+        return;
+    }
+    d->ready_announced = true;
+    printf("READY %s\n", dist_node_name(d->dist));
+    fflush(stdout);
+    int r = sd_notify_send("READY=1");
+    if (r < 0) {
+        log_warning_errno(r, "Failed to notify systemd of readiness");
+    }
+}
+
+static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    Daemon *d = w->data;
+
+    log_warning("Shutdown timed out with %u calls in flight; exiting", d->calls_in_flight);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+void daemon_shutdown(Daemon *d, const char *reason)
+{
+    if (d->shutting_down) {
+        return;
+    }
+    d->shutting_down = true;
+    log_notice("Shutting down (%s): %u calls in flight", reason, d->calls_in_flight);
+    sd_notify_send("STOPPING=1");
+    dist_stop_accepting(d->dist);
+    if (d->calls_in_flight == 0) {
+        ev_break(d->loop, EVBREAK_ALL);
+        return;
+    }
+    ev_timer_init(&d->shutdown_timer, shutdown_timeout_cb, d->config->shutdown_timeout_ms / 1000.0,
+                  0.);
+    d->shutdown_timer.data = d;
+    ev_timer_start(d->loop, &d->shutdown_timer);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    Daemon *d = w->data;
+
+    if (d->shutting_down) {
+        log_signal_safe("snakepit-cnode: second termination signal, exiting now\n");
+        _exit(1);
+    }
+    daemon_shutdown(d, w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void owner_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    Daemon *d = w->data;
+
+    if (!d->owner_seen) {
+        log_error("Owner node %s did not connect within %u ms, shutting down", d->config->owner,
+                  d->config->owner_grace_ms);
+        d->exit_status = EX_UNAVAILABLE;
+        daemon_shutdown(d, "owner never connected");
+    }
+}
+
+static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    sd_notify_send("WATCHDOG=1");
+}
+
+/* Complete "name" into "name@host": the short host name for sname, the full one for name. */
+static int complete_node_name(const Config *c, char *out, size_t size)
+{
+    char host[256];
+
+    if (strchr(c->node_name, '@')) {
+        int n = snprintf(out, size, "%s", c->node_name);
+        return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+    }
+    if (gethostname(host, sizeof(host)) < 0) {
+        return -errno;
+    }
+    host[sizeof(host) - 1] = '\0';
+    if (!c->long_names) {
+        char *dot = strchr(host, '.');
+        if (dot) {
+            *dot = '\0';
+        }
+    }
+    int n = snprintf(out, size, "%s@%s", c->node_name, host);
+    return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
+static void start_timers(Daemon *d)
+{
+    uint64_t watchdog_us = sd_notify_watchdog_interval_us();
+
+    if (d->config->owner[0]) {
+        ev_timer_init(&d->owner_timer, owner_timeout_cb, d->config->owner_grace_ms / 1000.0, 0.);
+        d->owner_timer.data = d;
+        ev_timer_start(d->loop, &d->owner_timer);
+    }
+    if (watchdog_us > 0) {
+        ev_timer_init(&d->watchdog_timer, watchdog_cb, watchdog_us / 1e6, watchdog_us / 1e6);
+        d->watchdog_timer.data = d;
+        ev_timer_start(d->loop, &d->watchdog_timer);
+    }
+}
+
+static void start_signals(Daemon *d)
+{
+    ev_signal_init(&d->sigterm_watcher, signal_cb, SIGTERM);
+    ev_signal_init(&d->sigint_watcher, signal_cb, SIGINT);
+    d->sigterm_watcher.data = d;
+    d->sigint_watcher.data = d;
+    ev_signal_start(d->loop, &d->sigterm_watcher);
+    ev_signal_start(d->loop, &d->sigint_watcher);
+}
+
+static int run(Config *config)
+{
+    static Daemon daemon;
+    Daemon *d = &daemon;
+    char cookie[COOKIE_MAX + 1];
+    char err[1024];
+    char node[1024];
+    int r;
+
+    if (cookie_load(config->cookie_file, cookie, sizeof(cookie), err, sizeof(err)) < 0) {
+        log_error("Failed to read the distribution cookie; looked at: %s", err);
+        return EX_CONFIG;
+    }
+    r = complete_node_name(config, node, sizeof(node));
+    if (r < 0 || strlen(node) > MAXNODELEN) {
+        log_error("Invalid node name '%s': NAME@HOST must be at most %d bytes", config->node_name,
+                  MAXNODELEN);
+        return EX_CONFIG;
+    }
+    if (config->check_config) {
+        printf("configuration valid: node %s, %zu pools, %zu libraries\n", node,
+               config->pool_count, config->library_count);
+        return 0;
+    }
+
+    d->config = config;
+    d->start_ms = log_now_ms();
+    ev_set_syserr_cb(on_ev_syserr);
+    d->loop = ev_loop_new(EVFLAG_AUTO);
+    if (!d->loop) {
+        log_error("Failed to create the event loop");
+        return EX_OSERR;
+    }
+    start_signals(d);
+
+    DistConfig dist_config = {
+        .node_name = node,
+        .cookie = cookie,
+        .registered_name = config->registered_name,
+        .max_message_bytes = config->max_message_bytes,
+        .max_connections = config->max_connections,
+        .max_output_bytes = config->max_output_bytes,
+        .handshake_timeout_ms = config->handshake_timeout_ms,
+        .peer_idle_timeout_ms = config->peer_idle_timeout_ms,
+    };
+    r = dist_start(d->loop, &dist_config, &dist_handlers, d, &d->dist);
+    explicit_bzero(cookie, sizeof(cookie));
+    if (r < 0) {
+        return EX_UNAVAILABLE;
+    }
+    log_info("Started snakepit-cnode %s as node %s on port %d, pid %d, registered name '%s'",
+             SNAKEPIT_VERSION, dist_node_name(d->dist), dist_port(d->dist), (int)getpid(),
+             config->registered_name);
+    start_timers(d);
+    daemon_announce_ready(d);
+
+    ev_run(d->loop, 0);
+
+    log_notice("Stopped node %s", dist_node_name(d->dist));
+    dist_free(d->dist);
+    ev_loop_destroy(d->loop);
+    return d->exit_status;
+}
+
+int main(int argc, char **argv)
+{
+    static Config config;
+
+    signal(SIGPIPE, SIG_IGN);
+    config_init(&config);
+    log_setup("snakepit-cnode", LOG_INFO, LOG_FORMAT_TEXT);
+
+    switch (cli_parse(argc, argv, &config, stdout, stderr)) {
+    case CLI_EXIT_OK:
+        return 0;
+    case CLI_EXIT_USAGE:
+        return EX_USAGE;
+    case CLI_EXIT_CONFIG:
+        return EX_CONFIG;
+    case CLI_RUN:
+        break;
+    }
+    log_setup("snakepit-cnode", config.log_level, config.log_format);
+    return run(&config);
+}
