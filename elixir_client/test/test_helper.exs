@@ -21,10 +21,16 @@ probe_subscribe =
 
 Snakepit.Connection.call_node(primary.node, {:unsubscribe, self()}, 5_000)
 
+describe = fn
+  {:error, %Snakepit.Error{} = error} -> Exception.message(error)
+  other -> inspect(other)
+end
+
 features = [
   pool: {Map.get(info, :pools, []) != [], ":info lists no pools"},
-  sessions: {Map.get(info, :store) != nil, ":info has no store"},
-  telemetry: {probe_subscribe == :ok, "{:subscribe, ...} replied #{inspect(probe_subscribe)}"}
+  sessions:
+    {Map.get(info, :store) not in [nil, :none], ":info reports store #{inspect(info[:store])}"},
+  telemetry: {probe_subscribe == :ok, "{:subscribe, ...} replied #{describe.(probe_subscribe)}"}
 ]
 
 excluded =

@@ -53,14 +53,23 @@ defmodule Snakepit.CNodeTest do
     assert message =~ "no-such-option"
   end
 
-  test "a daemon that is not ready in time is stopped and fails the start" do
+  @tag :tmp_dir
+  test "a daemon that is not ready in time is stopped and fails the start", %{tmp_dir: dir} do
     Process.flag(:trap_exit, true)
 
-    # Port.open returns before the daemon can print anything, so 1 ms always passes first.
-    assert {:error, {:cnode_ready_timeout, message}} =
-             CNode.start_link(opts("slow", ready_timeout: 1))
+    # The real daemon is ready in milliseconds, so a program that never prints READY stands in
+    # for one that hangs during start-up. It records its pid so the test can see it stopped.
+    pidfile = Path.join(dir, "pid")
+    hanging = Path.join(dir, "hanging-daemon")
+    File.write!(hanging, "#!/bin/sh\necho starting\necho $$ > #{pidfile}\nexec sleep 60\n")
+    File.chmod!(hanging, 0o755)
 
-    assert message =~ "printed no READY line in time"
+    assert {:error, {:cnode_ready_timeout, message}} =
+             CNode.start_link(opts("slow", executable: hanging, ready_timeout: 500))
+
+    assert message =~ "printed no READY line in time; its last output:\nstarting"
+    os_pid = pidfile |> File.read!() |> String.trim() |> String.to_integer()
+    assert Daemon.wait_gone(os_pid, 2_000)
   end
 
   test "a missing executable fails the start" do

@@ -7,7 +7,7 @@ defmodule Snakepit.ConnectionTest do
   import ExUnit.CaptureLog
 
   alias Snakepit.{Connection, Error}
-  alias SnakepitTest.{App, Daemon}
+  alias SnakepitTest.{App, Daemon, Wait}
 
   setup do
     primary = :persistent_term.get(:snakepit_test_primary)
@@ -21,27 +21,9 @@ defmodule Snakepit.ConnectionTest do
     daemon
   end
 
-  defp elapsed_ms(fun) do
-    started = System.monotonic_time(:millisecond)
-    result = fun.()
-    {System.monotonic_time(:millisecond) - started, result}
-  end
-
-  defp wait_until(fun, timeout_ms \\ 5_000) do
-    deadline = System.monotonic_time(:millisecond) + timeout_ms
-
-    Stream.repeatedly(fn ->
-      Process.sleep(20)
-      fun.() or System.monotonic_time(:millisecond) > deadline
-    end)
-    |> Enum.find(& &1)
-
-    fun.()
-  end
-
   test "no node configured gives nodedown at once" do
     App.restart!(nodes: [])
-    {ms, reply} = elapsed_ms(fn -> Snakepit.ping(timeout: 10_000) end)
+    {ms, reply} = Wait.timed(fn -> Snakepit.ping(timeout: 10_000) end)
 
     assert {:error, %Error{kind: :nodedown, retryable: true}} = reply
     assert ms < 100
@@ -74,7 +56,7 @@ defmodule Snakepit.ConnectionTest do
     Process.sleep(300)
 
     {ms, replies} =
-      elapsed_ms(fn ->
+      Wait.timed(fn ->
         :ok = Daemon.signal(daemon, "KILL")
         Enum.map(tasks, &Task.await(&1, 5_000))
       end)
@@ -92,7 +74,7 @@ defmodule Snakepit.ConnectionTest do
     App.restart!(nodes: [daemon.node])
     :ok = Daemon.signal(daemon, "STOP")
 
-    {ms, reply} = elapsed_ms(fn -> Snakepit.ping(timeout: 300) end)
+    {ms, reply} = Wait.timed(fn -> Snakepit.ping(timeout: 300) end)
     :ok = Daemon.signal(daemon, "CONT")
 
     assert {:error, %Error{kind: :timeout, retryable: true} = error} = reply
@@ -110,11 +92,11 @@ defmodule Snakepit.ConnectionTest do
     log =
       capture_log(fn ->
         :ok = Daemon.signal(daemon, "KILL")
-        assert wait_until(fn -> Connection.healthy_nodes() == [] end)
+        assert Wait.until(fn -> Connection.healthy_nodes() == [] end)
       end)
 
     assert log =~ "went down"
-    {ms, reply} = elapsed_ms(fn -> Snakepit.ping(timeout: 10_000) end)
+    {ms, reply} = Wait.timed(fn -> Snakepit.ping(timeout: 10_000) end)
     assert {:error, %Error{kind: :nodedown}} = reply
     assert ms < 100
     assert Connection.status()[daemon.node] in [:down, :connecting]
