@@ -26,7 +26,7 @@ defmodule Snakepit do
 
     * `:timeout` - deadline of the whole call in milliseconds (default: the `default_timeout`
       setting). The daemon enforces it. The caller waits 500 ms longer so that the daemon's own
-      `:timeout` error, which says where the time went, arrives first.
+      `:timeout` error arrives before the caller gives up.
     * `:node` - send the call to this node instead of routing it.
 
   Calls that run Python (`execute/3`, `execute_stream/4`, `stream/3`) also accept `:pool`
@@ -53,7 +53,7 @@ defmodule Snakepit do
   @call_keys [:timeout, :node]
   @affinities [:hint, :strict_queue, :strict_fail_fast]
 
-  # Keys that only steer the client; the daemon never sees them.
+  # Options that only steer the client. They are not sent to the daemon.
   @client_keys [:node]
 
   ## Execute
@@ -71,10 +71,11 @@ defmodule Snakepit do
   def execute(command, args, opts \\ []) do
     with {:ok, request_opts} <- execute_opts(command, args, opts) do
       request = {:execute, command, args, daemon_opts(request_opts)}
+      started = System.monotonic_time(:millisecond)
 
       request
       |> Connection.call(request_opts)
-      |> retry_if_idempotent(request, request_opts)
+      |> retry_if_idempotent(request, request_opts, started)
       |> handle_session_reply(request_opts)
     end
   end
@@ -468,13 +469,23 @@ defmodule Snakepit do
 
   defp daemon_opts(opts), do: opts |> Keyword.drop(@client_keys) |> Map.new()
 
-  defp retry_if_idempotent({:error, %Error{kind: :nodedown, node: lost}} = reply, request, opts)
+  # The retry gets what is left of the call's deadline, so the whole call still ends in time.
+  defp retry_if_idempotent(
+         {:error, %Error{kind: :nodedown, node: lost}} = reply,
+         request,
+         opts,
+         started
+       )
        when lost != nil do
     routed? = Keyword.has_key?(opts, :node) or Keyword.has_key?(opts, :session_id)
+    remaining = opts[:timeout] - (System.monotonic_time(:millisecond) - started)
 
-    if Keyword.get(opts, :idempotent, false) and not routed? do
+    if Keyword.get(opts, :idempotent, false) and not routed? and remaining > 0 do
+      {:execute, command, args, daemon_opts} = request
+      retry = {:execute, command, args, %{daemon_opts | timeout: remaining}}
+
       case Connection.route(opts) do
-        {:ok, node} when node != lost -> Connection.call_node(node, request, opts[:timeout])
+        {:ok, node} when node != lost -> Connection.call_node(node, retry, remaining)
         _no_other_node -> reply
       end
     else
@@ -482,7 +493,7 @@ defmodule Snakepit do
     end
   end
 
-  defp retry_if_idempotent(reply, _request, _opts), do: reply
+  defp retry_if_idempotent(reply, _request, _opts, _started), do: reply
 
   defp bad_reply(node, reply) do
     Error.new(:bad_reply, "unexpected reply from node #{node}: #{inspect(reply, limit: 20)}",

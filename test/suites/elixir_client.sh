@@ -13,7 +13,7 @@ fail() {
     exit 1
 }
 
-# epmd has no pid file, so it is started only when none answers, and left running: the CI
+# epmd has no pid file, so it is started only when none responds, and left running: the CI
 # script stops it. The marker tells it that this suite started it.
 if ! epmd -names >/dev/null 2>&1; then
     epmd -daemon || fail

@@ -11,7 +11,9 @@ defmodule Snakepit.CNode do
   away without stopping it. `start_link/1` returns only after the daemon printed its
   `READY <node>` line, and fails with the daemon's last output lines when the daemon exits
   first or `:ready_timeout` passes. With `connect: true` (the default) the daemon's node is
-  then added to `Snakepit.Connection`.
+  then added to `Snakepit.Connection`, or only connected with `Node.connect/1` when the
+  `:snakepit` application is not running. With `connect: false`, connect to the node yourself:
+  an owned daemon exits when its owner has not connected within the daemon's grace period.
 
   Stopping the child stops the daemon: the launcher sends SIGTERM to the daemon's OS pid, waits
   up to `:stop_timeout` for it to exit, then sends SIGKILL.
@@ -200,8 +202,14 @@ defmodule Snakepit.CNode do
 
   defp ready(state, connect?) do
     Logger.info("snakepit-cnode #{state.node} is ready (os pid #{state.os_pid})")
-    if connect?, do: Snakepit.Connection.add_node(state.node)
+    if connect?, do: connect_node(state.node)
     {:ok, %{state | tail: []}}
+  end
+
+  defp connect_node(node) do
+    if Process.whereis(Snakepit.Connection),
+      do: Snakepit.Connection.add_node(node),
+      else: Node.connect(node)
   end
 
   # Port line mode splits lines longer than the buffer into :noeol pieces; join them.

@@ -190,7 +190,7 @@ defmodule Snakepit.Config do
   defp library_expected,
     do: "expected a list of %{name: binary, module: binary, pip_package: binary}"
 
-  # Cookies are atoms in the distribution API; one atom per configured cookie is bounded.
+  # Cookies are atoms in the distribution API. The config has one cookie, so this makes one atom.
   defp cookie_atom(cookie), do: String.to_atom(cookie)
 
   defp invalid(key, value, expected),

@@ -25,8 +25,8 @@ defmodule Snakepit.Connection do
   @table __MODULE__
 
   # The daemon enforces the call's own deadline and sends a `:timeout` error when it passes.
-  # The caller waits this much longer, so that the daemon's error (which names the worker and
-  # the phase) arrives before the caller gives up with a less precise one of its own.
+  # The caller waits this much longer, so that the daemon's error arrives before the caller
+  # gives up with a `:timeout` error of its own, which cannot say what the daemon was doing.
   @reply_margin_ms 500
 
   # Deadline of the `:ping` and `:register_libraries` requests made while connecting.
@@ -216,6 +216,10 @@ defmodule Snakepit.Connection do
       %{^node => %{status: :up}} ->
         {:reply, :ok, state}
 
+      nodes when not is_map_key(nodes, node) ->
+        message = "node #{node} is not managed: add it to the nodes setting or call add_node/1"
+        {:reply, {:error, Error.new(:nodedown, message, node: node)}, state}
+
       _other ->
         {:noreply,
          update_in(state.waiters, &Map.update(&1, node, [from], fn l -> [from | l] end))}
@@ -308,8 +312,8 @@ defmodule Snakepit.Connection do
   defp probe_done(node, entry, :ok, state), do: node_up(node, entry, state)
 
   defp probe_done(node, entry, {:libraries, reply}, state) do
-    # The node works, but calls into the missing libraries will fail: say so loudly, and keep
-    # the node, because calls into other modules still work.
+    # Calls into the rejected libraries will fail, so this is logged as an error. The node
+    # stays in use, because calls into other modules still work.
     Logger.error(
       "Snakepit node #{node} rejected register_libraries: #{format_reply(reply)}; " <>
         "allow client libraries in the daemon's config or list them there"
@@ -389,7 +393,7 @@ defmodule Snakepit.Connection do
   end
 
   defp no_route_error({:session_node_down, node}, session_id) do
-    message = "node #{node}, which holds session #{inspect(session_id)}, is down"
+    message = "node #{node} is down, and it has session #{inspect(session_id)}"
     Error.new(:nodedown, message, node: node)
   end
 

@@ -50,7 +50,7 @@ defmodule Snakepit.ConnectionTest do
     daemon = start_daemon("inflight")
     App.restart!(nodes: [daemon.node])
 
-    # A stopped daemon accepts the calls on its socket but cannot answer them.
+    # A stopped daemon's socket accepts the calls, but the daemon cannot reply to them.
     :ok = Daemon.signal(daemon, "STOP")
     tasks = for _call <- 1..10, do: Task.async(fn -> Snakepit.ping(timeout: 20_000) end)
     Process.sleep(300)
@@ -135,6 +135,25 @@ defmodule Snakepit.ConnectionTest do
     assert Connection.healthy_nodes() == [primary.node]
 
     for _call <- 1..4, do: assert(Snakepit.ping() == :pong)
+  end
+
+  test "cookie setting is used for the configured nodes" do
+    daemon = start_daemon("cookie")
+    right = Node.get_cookie()
+    on_exit(fn -> Node.set_cookie(daemon.node, right) end)
+
+    {:ok, _apps} = App.restart(nodes: [daemon.node], cookie: "snakepit_wrong_cookie")
+    assert {:error, %Error{kind: :nodedown}} = Connection.await_node(daemon.node, 1_000)
+    assert Connection.status()[daemon.node] in [:down, :connecting]
+    refute daemon.node in Node.list(:hidden)
+
+    App.restart!(nodes: [daemon.node], cookie: Atom.to_string(right))
+    assert Snakepit.ping() == :pong
+  end
+
+  test "await_node rejects a node that is not managed" do
+    assert {:error, %Error{kind: :nodedown} = error} = Connection.await_node(:other@host, 1_000)
+    assert error.message =~ "is not managed"
   end
 
   test "configured libraries do not keep a node from being healthy", %{primary: primary} do

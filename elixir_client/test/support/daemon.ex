@@ -65,7 +65,7 @@ defmodule SnakepitTest.Daemon do
         daemon = %__MODULE__{sname: sname, os_pid: os_pid, port: port, owner: owner}
         await_ready(daemon)
     after
-      5_000 -> raise "could not open a port for #{executable()}"
+      5_000 -> raise "failed to open a port for #{executable()}"
     end
   end
 

@@ -211,6 +211,8 @@ defmodule Mix.Tasks.Snakepit.Doctor do
           report(:ok, "#{node} imports #{library.module}")
 
         # The module imported, but a module object has no term form, so it cannot come back.
+        # NOTE: this assumes the daemon reports an unencodable result as :encode_error, as
+        # its type mapping says for unknown objects.
         {:error, %{kind: :encode_error}} ->
           report(:ok, "#{node} imports #{library.module}")
 
@@ -238,13 +240,13 @@ defmodule Mix.Tasks.Snakepit.Doctor do
 
   defp long_name?(node), do: node |> Atom.to_string() |> String.contains?(".")
 
-  defp report(:ok, what) do
-    Mix.shell().info("[ok]   #{what}")
+  defp report(:ok, check) do
+    Mix.shell().info("[ok]   #{check}")
     0
   end
 
-  defp report(:fail, what, fix) do
-    Mix.shell().error("[FAIL] #{what}\n       fix: #{fix}")
+  defp report(:fail, check, fix) do
+    Mix.shell().error("[FAIL] #{check}\n       fix: #{fix}")
     1
   end
 end
