@@ -4,7 +4,7 @@ defmodule Snakepit.CNodeTest do
   @moduletag :capture_log
 
   alias Snakepit.{CNode, Connection}
-  alias SnakepitTest.Daemon
+  alias SnakepitTest.{Daemon, Wait}
 
   defp opts(label, extra \\ []) do
     [
@@ -32,6 +32,31 @@ defmodule Snakepit.CNodeTest do
     assert Daemon.wait_gone(os_pid, 2_000)
     refute node in Connection.healthy_nodes()
     refute Map.has_key?(Connection.status(), node)
+  end
+
+  test "a daemon that dies is restarted by the supervisor" do
+    {:ok, supervisor} = Supervisor.start_link([{CNode, opts("restart")}], strategy: :one_for_one)
+    on_exit(fn -> if Process.alive?(supervisor), do: Supervisor.stop(supervisor) end)
+    [{CNode, child, :worker, _modules}] = Supervisor.which_children(supervisor)
+    %{node: node, os_pid: os_pid} = CNode.info(child)
+
+    {_output, 0} = System.cmd("kill", ["-KILL", Integer.to_string(os_pid)])
+
+    assert Wait.until(fn ->
+             match?(
+               [{CNode, pid, _, _}] when is_pid(pid) and pid != child,
+               Supervisor.which_children(supervisor)
+             )
+           end)
+
+    [{CNode, new_child, :worker, _modules}] = Supervisor.which_children(supervisor)
+    %{node: ^node, os_pid: new_os_pid} = CNode.info(new_child)
+    assert new_os_pid != os_pid
+    assert Connection.await_node(node, 10_000) == :ok
+    assert Snakepit.ping(node: node) == :pong
+
+    Supervisor.stop(supervisor)
+    assert Daemon.wait_gone(new_os_pid, 2_000)
   end
 
   test "terminating the child stops the daemon" do
