@@ -18,7 +18,9 @@ defmodule Snakepit do
 
   A command is `"python.<module path>.<attribute path>"` for the generic adapter, or the name
   of a tool of a custom adapter. Arguments are a map (keyword arguments), a list (positional
-  arguments) or a `{list, map}` tuple (both).
+  arguments) or a `{list, map}` tuple (both). The daemon runs only modules of the libraries in
+  its config (`[library NAME]` sections or `--library MODULE`), and replies `:not_allowed` to
+  other commands.
 
   ## Options
 

@@ -71,7 +71,6 @@ defmodule Snakepit.Error do
     :overloaded,
     :worker_crashed,
     :worker_busy,
-    :session_worker_unavailable,
     :circuit_open,
     :store_unavailable,
     :shutting_down,

@@ -10,7 +10,7 @@ defmodule Snakepit.CNodeTest do
     [
       executable: Daemon.executable(),
       sname: Daemon.unique_sname(label),
-      args: ["--http", "off"],
+      args: ["--http", "off" | Daemon.default_args()],
       env: [{"SNAKEPIT_COOKIE", Atom.to_string(Node.get_cookie())}],
       ready_timeout: 30_000,
       stop_timeout: 5_000

@@ -12,7 +12,7 @@ defmodule Snakepit.ErrorTest do
     overloaded: true,
     worker_crashed: true,
     worker_busy: true,
-    session_worker_unavailable: true,
+    session_worker_unavailable: false,
     session_not_found: false,
     not_allowed: false,
     bad_request: false,

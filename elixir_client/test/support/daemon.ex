@@ -9,6 +9,14 @@ defmodule SnakepitTest.Daemon do
 
   @ready_timeout_ms 30_000
 
+  # The daemon runs only modules of configured libraries; these are the ones the tests call.
+  @test_libraries ~w(builtins os json time importlib itertools)
+
+  @doc "Returns the arguments every test daemon gets: a small pool and the tests' libraries."
+  def default_args do
+    ["--pool-size", "2"] ++ Enum.flat_map(@test_libraries, &["--library", &1])
+  end
+
   defstruct [:node, :sname, :os_pid, :port, :owner]
 
   @type t :: %__MODULE__{
@@ -33,13 +41,14 @@ defmodule SnakepitTest.Daemon do
   @doc """
   Starts a daemon and waits for its `READY` line; returns the daemon or raises with its output.
 
-  Options: `:sname` (default: a unique one), `:args` (more arguments).
+  Options: `:sname` (default: a unique one), `:args` (more arguments, default
+  `default_args/0`).
   A process that owns the port is spawned, so the daemon outlives the calling test process
   until `stop/1` kills it.
   """
   def start!(opts \\ []) do
     sname = Keyword.get_lazy(opts, :sname, fn -> unique_sname("d") end)
-    args = ["--sname", sname, "--http", "off"] ++ Keyword.get(opts, :args, [])
+    args = ["--sname", sname, "--http", "off"] ++ Keyword.get(opts, :args, default_args())
     env = [{~c"SNAKEPIT_COOKIE", Atom.to_charlist(Node.get_cookie())}]
     caller = self()
 

@@ -216,6 +216,14 @@ defmodule Mix.Tasks.Snakepit.Doctor do
         {:error, %{kind: :encode_error}} ->
           report(:ok, "#{node} imports #{library.module}")
 
+        {:error, %{kind: :not_allowed}} = reply ->
+          report(
+            :fail,
+            "#{node} cannot check #{library.module}: #{describe(reply)}",
+            "allow importlib in the daemon's config ([library importlib] or --library " <>
+              "importlib) so that this task can import modules"
+          )
+
         other ->
           report(
             :fail,
