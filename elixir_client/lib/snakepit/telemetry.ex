@@ -32,6 +32,9 @@ defmodule Snakepit.Telemetry do
   @type event :: [atom()]
   @type handler :: (event(), map(), map(), term() -> any())
 
+  # Prefixes one subscriber may have on a daemon (its TELEMETRY_PREFIXES_MAX).
+  @daemon_prefixes_max 16
+
   # Deadline of each subscribe and unsubscribe request to a daemon.
   @subscribe_timeout_ms 5_000
 
@@ -77,6 +80,28 @@ defmodule Snakepit.Telemetry do
   @spec matches?(event(), [event()]) :: boolean()
   def matches?(event, prefixes) do
     Enum.any?(prefixes, fn prefix -> Enum.take(event, length(prefix)) == prefix end)
+  end
+
+  @doc """
+  Reduces handler prefixes to the subscription sent to a daemon: prefixes covered by a shorter
+  one are dropped, and more than `max` prefixes become `[[:snakepit]]` (every daemon event).
+  Handlers still filter by their own prefixes, so a wider subscription only costs traffic.
+
+      iex> Snakepit.Telemetry.subscription([[:snakepit, :worker, :crashed], [:snakepit, :worker]])
+      [[:snakepit, :worker]]
+      iex> Snakepit.Telemetry.subscription([[:snakepit, :a], [:snakepit, :b]], 1)
+      [[:snakepit]]
+  """
+  @spec subscription([event()], pos_integer()) :: [event()]
+  def subscription(prefixes, max \\ @daemon_prefixes_max) do
+    reduced =
+      prefixes
+      |> Enum.uniq()
+      |> Enum.reject(fn prefix ->
+        Enum.any?(prefixes, &(&1 != prefix and matches?(prefix, [&1])))
+      end)
+
+    if length(reduced) > max, do: [[:snakepit]], else: reduced
   end
 
   ## Server
@@ -168,7 +193,7 @@ defmodule Snakepit.Telemetry do
   defp all_prefixes(state) do
     state.handlers
     |> Enum.flat_map(fn {_id, {prefixes, _fun, _config}} -> prefixes end)
-    |> Enum.uniq()
+    |> subscription()
   end
 
   defp dispatch(state, event, measurements, metadata) do
