@@ -325,30 +325,35 @@ defmodule Snakepit do
   @spec list_sessions(keyword()) :: result([session_id()])
   def list_sessions(opts \\ []) do
     {call_opts, list_opts} = Keyword.split(opts, @call_keys)
-    request = {:session, :list, Map.new(list_opts)}
-    timeout = Connection.timeout(call_opts)
 
-    nodes =
-      case Keyword.fetch(call_opts, :node) do
-        {:ok, node} -> [node]
-        :error -> Connection.healthy_nodes()
+    with {:ok, call_opts} <- check_opts(call_opts, @call_keys),
+         {:ok, nodes} <- list_nodes(call_opts) do
+      request = {:session, :list, Map.new(list_opts)}
+      timeout = Connection.timeout(call_opts)
+
+      nodes
+      |> Task.async_stream(&{&1, Connection.call_node(&1, request, timeout)},
+        timeout: :infinity,
+        ordered: true
+      )
+      |> Enum.reduce_while({:ok, []}, &merge_session_lists/2)
+      |> case do
+        {:ok, ids} -> {:ok, ids |> Enum.uniq() |> Enum.sort()}
+        error -> error
       end
+    end
+  end
 
-    nodes
-    |> Task.async_stream(&{&1, Connection.call_node(&1, request, timeout)},
-      timeout: :infinity,
-      ordered: true
-    )
-    |> Enum.reduce_while({:ok, []}, &merge_session_lists/2)
-    |> case do
-      {:ok, _ids} when nodes == [] ->
+  defp list_nodes(call_opts) do
+    case {Keyword.fetch(call_opts, :node), Connection.healthy_nodes()} do
+      {:error, []} ->
         {:error, Error.new(:nodedown, "no Snakepit node is connected")}
 
-      {:ok, ids} ->
-        {:ok, ids |> Enum.uniq() |> Enum.sort()}
+      {:error, healthy} ->
+        {:ok, healthy}
 
-      error ->
-        error
+      {{:ok, node}, _healthy} ->
+        with {:ok, node} <- Connection.route(node: node), do: {:ok, [node]}
     end
   end
 

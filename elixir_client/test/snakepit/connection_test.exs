@@ -29,6 +29,16 @@ defmodule Snakepit.ConnectionTest do
     assert ms < 100
     assert {:error, %Error{kind: :nodedown}} = Snakepit.info()
     assert {:error, %Error{kind: :nodedown}} = Snakepit.execute("python.os.getcwd", [])
+    assert {:error, %Error{kind: :nodedown}} = Snakepit.create_session("s")
+    assert {:error, %Error{kind: :nodedown}} = Snakepit.get_var("s", "x")
+    assert {:error, %Error{kind: :nodedown}} = Snakepit.list_sessions()
+
+    assert_raise Error, ~r/^nodedown: /, fn ->
+      Enum.to_list(Snakepit.stream("python.builtins.iter", [[1]]))
+    end
+
+    assert {:error, %Error{kind: :nodedown}} =
+             Snakepit.execute_stream("python.builtins.iter", [[1]], fn _chunk -> :ok end)
   end
 
   test "calls round-robin over healthy nodes" do
