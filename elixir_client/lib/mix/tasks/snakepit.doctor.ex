@@ -149,7 +149,7 @@ defmodule Mix.Tasks.Snakepit.Doctor do
         report(:fail, "this node has no cookie", "set `cookie` in the config or ~/.erlang.cookie")
 
       _cookie ->
-        source = if config.cookie, do: "the :snakepit cookie setting", else: "this node's cookie"
+        source = if config.cookie, do: "the configured cookie", else: "this node's own cookie"
         report(:ok, "using #{source} for the daemons")
     end
   end
