@@ -238,10 +238,10 @@ defmodule Snakepit do
   ## Sessions
 
   @doc """
-  Creates session `id`, or returns it unchanged when it exists (creation is idempotent).
+  Creates session `id`, or returns it when it exists (creation is idempotent).
 
-  Options: `:ttl` (seconds), `:owner` (the node whose disconnect drops the session, or `nil`
-  to keep it), `:node`, `:timeout`. The client remembers the node that holds the session and
+  Options: `:ttl` (seconds), `:owner` (the node whose disconnect drops the session; the daemon
+  defaults it to the calling node, and `nil` keeps the session), `:node`, `:timeout`. The client remembers the node that holds the session and
   sends the session's later calls there.
 
       {:ok, %{id: "user-42"}} = Snakepit.create_session("user-42", ttl: 600)
@@ -259,8 +259,8 @@ defmodule Snakepit do
   end
 
   @doc """
-  Returns session `id` (a map with its times, TTL, owner and worker), or a
-  `:session_not_found` error.
+  Returns session `id`, or a `:session_not_found` error. The session is a map with `id`,
+  `created_ms`, `accessed_ms`, `ttl_s`, `owner` and `worker_id`.
   """
   @spec get_session(session_id(), keyword()) :: result(map())
   def get_session(id, opts \\ []) when is_binary(id) do
@@ -274,8 +274,8 @@ defmodule Snakepit do
 
       :ok = Snakepit.put_var("user-42", "model", %{layers: 3})
   """
-  @spec put_var(session_id(), term(), term(), keyword()) :: :ok | {:error, Error.t()}
-  def put_var(id, name, value, opts \\ []) when is_binary(id) do
+  @spec put_var(session_id(), String.t(), term(), keyword()) :: :ok | {:error, Error.t()}
+  def put_var(id, name, value, opts \\ []) when is_binary(id) and is_binary(name) do
     with {:ok, opts} <- check_opts(opts, @call_keys) do
       session_call(id, {:session, :put, id, name, value}, opts)
     end
@@ -286,8 +286,8 @@ defmodule Snakepit do
 
       {:ok, %{layers: 3}} = Snakepit.get_var("user-42", "model")
   """
-  @spec get_var(session_id(), term(), keyword()) :: result(term())
-  def get_var(id, name, opts \\ []) when is_binary(id) do
+  @spec get_var(session_id(), String.t(), keyword()) :: result(term())
+  def get_var(id, name, opts \\ []) when is_binary(id) and is_binary(name) do
     with {:ok, opts} <- check_opts(opts, @call_keys) do
       session_call(id, {:session, :get, id, name}, opts)
     end
@@ -319,14 +319,13 @@ defmodule Snakepit do
   Lists session ids.
 
   Without `:node` it asks every healthy node and returns the union, sorted, so that sessions
-  in per-node memory stores are all listed. Other options (for example the daemon's paging
-  options) are passed to each node unchanged, so a page limit applies per node.
+  in per-node memory stores are all listed. `:limit` (default: the daemon's, 1000) bounds the
+  ids each node returns, so the union may hold up to `limit` ids per node.
   """
   @spec list_sessions(keyword()) :: result([session_id()])
   def list_sessions(opts \\ []) do
-    {call_opts, list_opts} = Keyword.split(opts, @call_keys)
-
-    with {:ok, call_opts} <- check_opts(call_opts, @call_keys),
+    with {:ok, opts} <- check_opts(opts, @call_keys ++ [:limit]),
+         {list_opts, call_opts} = Keyword.split(opts, [:limit]),
          {:ok, nodes} <- list_nodes(call_opts) do
       request = {:session, :list, Map.new(list_opts)}
       timeout = Connection.timeout(call_opts)
@@ -473,6 +472,7 @@ defmodule Snakepit do
   defp valid_option?(:idempotent, flag), do: is_boolean(flag)
   defp valid_option?(:ttl, ttl), do: is_integer(ttl) and ttl > 0
   defp valid_option?(:owner, owner), do: is_atom(owner)
+  defp valid_option?(:limit, limit), do: is_integer(limit) and limit > 0
 
   defp daemon_opts(opts), do: opts |> Keyword.drop(@client_keys) |> Map.new()
 

@@ -21,7 +21,9 @@ defmodule Snakepit.SessionTest do
     assert {:ok, session} = Snakepit.create_session(id, ttl: 60)
     assert session.id == id
     assert Connection.session_node(id) == primary.node
-    assert {:ok, ^session} = Snakepit.create_session(id, ttl: 60)
+    assert {:ok, again} = Snakepit.create_session(id, ttl: 60)
+    assert again.id == id
+    assert again.created_ms == session.created_ms
 
     assert {:ok, %{id: ^id}} = Snakepit.get_session(id)
     assert Snakepit.put_var(id, "model", %{layers: 3, name: "héllo"}) == :ok
@@ -29,6 +31,7 @@ defmodule Snakepit.SessionTest do
     assert Snakepit.touch_session(id) == :ok
     assert {:ok, ids} = Snakepit.list_sessions()
     assert id in ids
+    assert {:ok, [_one]} = Snakepit.list_sessions(limit: 1)
 
     assert Snakepit.delete_session(id) == :ok
     assert Connection.session_node(id) == nil
