@@ -154,7 +154,7 @@ defmodule Snakepit do
     with {:ok, opts} <- execute_opts(command, args, opts),
          {:ok, node} <- Connection.route(opts) do
       timeout = Connection.timeout(opts)
-      deadline = System.monotonic_time(:millisecond) + timeout + 500
+      deadline = System.monotonic_time(:millisecond) + timeout + Connection.reply_margin_ms()
       request = {:execute_stream, command, args, daemon_opts(opts)}
 
       # Monitor before the call, so that a node lost between the reply and the first chunk
@@ -212,6 +212,9 @@ defmodule Snakepit do
 
       {:snakepit_stream, ^ref, {:error, %{} = map}} ->
         {:error, Error.from_map(map, node)}
+
+      {:snakepit_stream, ^ref, other} ->
+        {:error, bad_reply(node, other)}
 
       {:DOWN, ^monitor, :process, _server, reason} ->
         message = "node #{node} went down during the stream (#{inspect(reason)})"

@@ -136,6 +136,10 @@ defmodule Snakepit.Connection do
       {:error, Error.new(:noproc, message, node: node)}
   end
 
+  @doc "Returns how much longer than a call's timeout the caller waits for the daemon's reply."
+  @spec reply_margin_ms() :: pos_integer()
+  def reply_margin_ms, do: @reply_margin_ms
+
   @doc """
   Routes `request` by `opts` and calls the chosen node, with the `:timeout` option or the
   configured `default_timeout`.
