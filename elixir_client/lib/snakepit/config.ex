@@ -15,8 +15,11 @@ defmodule Snakepit.Config do
   | `reconnect_max_ms` | positive integer (ms) | `10000` | reconnect delays double up to this |
 
   Each entry of `python_libraries` is a map (or keyword list) with `name`, `module` and
-  `pip_package`, all binaries. It is sent to every node as
+  `pip_package`, all binaries, and optionally `pool` (a binary, default: the daemon's `default`
+  pool). The list is sent to every node as
   `{:register_libraries, [%{name: ..., module: ..., pip_package: ...}]}` when the node connects.
+  The daemon accepts it only when its config sets `allow_client_libraries = true`. It never
+  installs packages: the module must already import in the pool's Python.
 
   An invalid value stops the application from starting, with a message that names the key and
   the value:
@@ -25,7 +28,12 @@ defmodule Snakepit.Config do
       {:error, "invalid :snakepit config default_timeout: 0 (expected a positive integer of milliseconds)"}
   """
 
-  @type library :: %{name: String.t(), module: String.t(), pip_package: String.t()}
+  @type library :: %{
+          required(:name) => String.t(),
+          required(:module) => String.t(),
+          required(:pip_package) => String.t(),
+          optional(:pool) => String.t()
+        }
 
   @type t :: %__MODULE__{
           nodes: [node()],
@@ -180,9 +188,18 @@ defmodule Snakepit.Config do
     if Keyword.keyword?(library), do: normalize_library(Map.new(library)), else: :invalid
   end
 
-  defp normalize_library(%{name: name, module: module, pip_package: pip_package})
+  defp normalize_library(%{name: name, module: module, pip_package: pip_package} = library)
        when is_binary(name) and is_binary(module) and is_binary(pip_package) do
-    %{name: name, module: module, pip_package: pip_package}
+    case Map.get(library, :pool) do
+      nil ->
+        %{name: name, module: module, pip_package: pip_package}
+
+      pool when is_binary(pool) ->
+        %{name: name, module: module, pip_package: pip_package, pool: pool}
+
+      _invalid ->
+        :invalid
+    end
   end
 
   defp normalize_library(_library), do: :invalid

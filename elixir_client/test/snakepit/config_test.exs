@@ -17,6 +17,7 @@ defmodule Snakepit.ConfigTest do
     python_libraries: %{name: "a"},
     python_libraries: [%{name: "a", module: "a", pip_package: :a}],
     python_libraries: [[name: "a", module: "a"]],
+    python_libraries: [%{name: "a", module: "a", pip_package: "a", pool: :default}],
     cookie: "",
     cookie: 1,
     reconnect_min_ms: -1,
@@ -39,7 +40,10 @@ defmodule Snakepit.ConfigTest do
   end
 
   test "valid values are normalized" do
-    libraries = [[name: "pd", module: "pandas", pip_package: "pandas>=1.5"]]
+    libraries = [
+      [name: "pd", module: "pandas", pip_package: "pandas>=1.5"],
+      %{name: "np", module: "numpy", pip_package: "numpy", pool: "ml"}
+    ]
 
     assert {:ok, config} =
              Config.validate(
