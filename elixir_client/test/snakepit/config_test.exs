@@ -57,7 +57,8 @@ defmodule Snakepit.ConfigTest do
     assert config.nodes == [:a@h, :b@h]
 
     assert config.python_libraries == [
-             %{name: "pd", module: "pandas", pip_package: "pandas>=1.5"}
+             %{name: "pd", module: "pandas", pip_package: "pandas>=1.5"},
+             %{name: "np", module: "numpy", pip_package: "numpy", pool: "ml"}
            ]
 
     assert config.cookie == :secret
