@@ -626,6 +626,11 @@ fail:
     return r;
 }
 
+void dist_make_ref(Dist *d, erlang_ref *out)
+{
+    ei_make_ref(&d->ec, out);
+}
+
 void dist_stop_accepting(Dist *d)
 {
     if (!d || atomic_exchange(&d->stopping, true)) {

@@ -86,6 +86,9 @@ void dist_caller_free(DistCaller *caller);
 /* Send a message term (no version byte) to a remote pid. Returns 0 or -ENOTCONN. */
 int dist_send(Dist *dist, const erlang_pid *to, const char *message, size_t len);
 
+/* Make a new reference of this node. */
+void dist_make_ref(Dist *dist, erlang_ref *out);
+
 /* Stop taking new connections and unregister from epmd; live connections go on. */
 void dist_stop_accepting(Dist *dist);
 

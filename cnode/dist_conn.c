@@ -16,17 +16,11 @@
 
 #include "dist_frame.h"
 #include "log.h"
+#include "outbuf.h"
 
 /* Bytes read per callback before yielding to other watchers. */
 #define DIST_CONN_READ_BUDGET (1u << 20)
 #define DIST_CONN_READ_CHUNK (64u * 1024)
-
-typedef struct OutChunk {
-    struct OutChunk *next;
-    size_t len;
-    size_t sent;
-    char data[];
-} OutChunk;
 
 struct DistConn {
     ev_io read_watcher;
@@ -50,9 +44,7 @@ struct DistConn {
     char *discard_prefix;
     size_t discard_prefix_len;
 
-    OutChunk *out_head;
-    OutChunk *out_tail;
-    size_t out_bytes;
+    OutBuf out;
 
     ev_tstamp last_read;
     bool closed;
@@ -61,13 +53,7 @@ struct DistConn {
 
 static void conn_release(DistConn *c)
 {
-    OutChunk *chunk = c->out_head;
-
-    while (chunk) {
-        OutChunk *next = chunk->next;
-        free(chunk);
-        chunk = next;
-    }
+    outbuf_clear(&c->out);
     free(c->in);
     free(c->discard_prefix);
     free(c);
@@ -102,51 +88,9 @@ const char *dist_conn_node(const DistConn *c)
     return c->node;
 }
 
-/* Write queued chunks until the socket would block. Returns 0 or a negative errno. */
-static int conn_flush(DistConn *c)
-{
-    while (c->out_head) {
-        struct iovec iov[64];
-        int n = 0;
-
-        for (OutChunk *chunk = c->out_head; chunk && n < 64; chunk = chunk->next) {
-            iov[n].iov_base = chunk->data + chunk->sent;
-            iov[n].iov_len = chunk->len - chunk->sent;
-            n++;
-        }
-        ssize_t w = writev(c->fd, iov, n);
-        if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return 0;
-            }
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        size_t left = (size_t)w;
-        c->out_bytes -= left;
-        while (left > 0 && c->out_head) {
-            OutChunk *chunk = c->out_head;
-            size_t avail = chunk->len - chunk->sent;
-            if (left < avail) {
-                chunk->sent += left;
-                break;
-            }
-            left -= avail;
-            c->out_head = chunk->next;
-            free(chunk);
-        }
-        if (!c->out_head) {
-            c->out_tail = NULL;
-        }
-    }
-    return 0;
-}
-
 static void conn_update_write_watcher(DistConn *c)
 {
-    if (c->out_head) {
+    if (!outbuf_empty(&c->out)) {
         ev_io_start(c->loop, &c->write_watcher);
     } else {
         ev_io_stop(c->loop, &c->write_watcher);
@@ -158,34 +102,18 @@ static int conn_queue(DistConn *c, const struct iovec *parts, int count, size_t 
     if (c->closed) {
         return -ENOTCONN;
     }
-    if (c->out_bytes + total > c->limits.max_output_bytes) {
+    if (c->out.bytes + total > c->limits.max_output_bytes) {
         log_warning("Disconnecting node %s: its output queue would pass %zu bytes (it is not "
                     "reading)",
                     c->node, c->limits.max_output_bytes);
         dist_conn_close(c, -ENOBUFS);
         return -ENOBUFS;
     }
-    OutChunk *chunk = malloc(sizeof(*chunk) + total);
-    if (!chunk) {
+    if (outbuf_append(&c->out, parts, count) < 0) {
         return -ENOMEM;
     }
-    chunk->next = NULL;
-    chunk->len = total;
-    chunk->sent = 0;
-    size_t at = 0;
-    for (int i = 0; i < count; i++) {
-        memcpy(chunk->data + at, parts[i].iov_base, parts[i].iov_len);
-        at += parts[i].iov_len;
-    }
-    if (c->out_tail) {
-        c->out_tail->next = chunk;
-    } else {
-        c->out_head = chunk;
-    }
-    c->out_tail = chunk;
-    c->out_bytes += total;
 
-    int r = conn_flush(c);
+    int r = outbuf_flush(&c->out, c->fd);
     if (r < 0) {
         log_debug_errno(r, "Write to node %s failed", c->node);
         dist_conn_close(c, r);
@@ -355,7 +283,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     DistConn *c = w->data;
-    int r = conn_flush(c);
+    int r = outbuf_flush(&c->out, c->fd);
 
     if (r < 0) {
         log_debug_errno(r, "Write to node %s failed", c->node);

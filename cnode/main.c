@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "cookie.h"
 #include "daemon.h"
+#include "daemon_obs.h"
 #include "log.h"
 #include "sd_notify.h"
 
@@ -39,6 +40,8 @@ static void on_node_up(void *userdata, const char *node)
 {
     Daemon *d = userdata;
 
+    daemon_store_node_up(d, node);
+    daemon_obs_emit_simple(d, "node", "up", "node", node);
     if (d->config->owner[0] && strcmp(node, d->config->owner) == 0) {
         d->owner_seen = true;
         ev_timer_stop(d->loop, &d->owner_timer);
@@ -49,6 +52,12 @@ static void on_node_down(void *userdata, const char *node)
 {
     Daemon *d = userdata;
 
+    for (size_t i = 0; i < d->pool_count; i++) {
+        worker_pool_cancel_node(d->pools[i], node);
+    }
+    daemon_store_node_down(d, node);
+    daemon_obs_node_down(d, node);
+    daemon_obs_emit_simple(d, "node", "down", "node", node);
     if (d->config->owner[0] && strcmp(node, d->config->owner) == 0) {
         log_notice("Owner node %s disconnected, shutting down", node);
         daemon_shutdown(d, "owner node disconnected");
@@ -64,8 +73,13 @@ static const DistHandlers dist_handlers = {
 
 void daemon_announce_ready(Daemon *d)
 {
-    if (d->ready_announced) {
+    if (d->ready_announced || !d->dist) {
         return;
+    }
+    for (size_t i = 0; i < d->pool_count; i++) {
+        if (!worker_pool_ready(d->pools[i])) {
+            return;
+        }
     }
     d->ready_announced = true;
     printf("READY %s\n", dist_node_name(d->dist));
@@ -93,6 +107,9 @@ void daemon_shutdown(Daemon *d, const char *reason)
     log_notice("Shutting down (%s): %u calls in flight", reason, d->calls_in_flight);
     sd_notify_send("STOPPING=1");
     dist_stop_accepting(d->dist);
+    for (size_t i = 0; i < d->pool_count; i++) {
+        worker_pool_drain(d->pools[i]);
+    }
     if (d->calls_in_flight == 0) {
         ev_break(d->loop, EVBREAK_ALL);
         return;
@@ -129,6 +146,138 @@ static void owner_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     sd_notify_send("WATCHDOG=1");
+}
+
+static void pool_reply(void *userdata, DistCaller *caller, const char *reply, size_t len)
+{
+    request_reply(userdata, caller, reply, len);
+}
+
+static void pool_drop(void *userdata, DistCaller *caller)
+{
+    request_drop(userdata, caller);
+}
+
+static int pool_send(void *userdata, const erlang_pid *to, const char *message, size_t len)
+{
+    Daemon *d = userdata;
+
+    return dist_send(d->dist, to, message, len);
+}
+
+static void pool_make_ref(void *userdata, erlang_ref *out)
+{
+    Daemon *d = userdata;
+
+    dist_make_ref(d->dist, out);
+}
+
+static void pool_ready(void *userdata, WorkerPool *pool)
+{
+    daemon_announce_ready(userdata);
+}
+
+static void pool_session_bound(void *userdata, const char *session_id, size_t len,
+                               uint32_t worker_id)
+{
+    daemon_store_bind(userdata, session_id, len, worker_id);
+}
+
+static void pool_session_request(void *userdata, WorkerPool *pool, uint32_t worker_id,
+                                 uint64_t call_id, const char *session_id, size_t session_id_len,
+                                 const char *term, size_t len)
+{
+    request_worker_session(userdata, pool, worker_id, call_id, session_id, session_id_len, term,
+                           len);
+}
+
+static void pool_event(void *userdata, const PoolEvent *event)
+{
+    daemon_obs_pool_event(userdata, event);
+}
+
+static const WorkerPoolHooks pool_hooks = {
+    .on_event = pool_event,
+    .reply = pool_reply,
+    .drop = pool_drop,
+    .send = pool_send,
+    .make_ref = pool_make_ref,
+    .on_ready = pool_ready,
+    .on_session_bound = pool_session_bound,
+    .on_session_request = pool_session_request,
+};
+
+/* snakepit-worker sits next to this binary unless $SNAKEPIT_WORKER_BINARY names another. */
+static int find_worker_binary(char *out, size_t size)
+{
+    const char *env = getenv("SNAKEPIT_WORKER_BINARY");
+    char self[4096];
+
+    if (env && env[0]) {
+        snprintf(out, size, "%s", env);
+        return 0;
+    }
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n < 0) {
+        return -errno;
+    }
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash) {
+        *slash = '\0';
+    }
+    snprintf(out, size, "%s/snakepit-worker", self);
+    return access(out, X_OK) < 0 ? -errno : 0;
+}
+
+/* Collect the allowed modules of each pool and join them for the worker's --allow flag. */
+static void build_allowlist(Daemon *d, size_t pool_index, char *allow, size_t size)
+{
+    const Config *c = d->config;
+    size_t len = 0;
+
+    allow[0] = '\0';
+    for (size_t i = 0; i < c->library_count; i++) {
+        if (strcmp(c->libraries[i].pool, c->pools[pool_index].name) != 0 ||
+            d->allowed_count == DAEMON_MAX_ALLOWED) {
+            continue;
+        }
+        AllowedModule *a = &d->allowed[d->allowed_count++];
+        a->pool_index = pool_index;
+        snprintf(a->module, sizeof(a->module), "%s", c->libraries[i].module);
+        len += (size_t)snprintf(allow + len, len < size ? size - len : 0, "%s%s",
+                                len ? "," : "", a->module);
+    }
+}
+
+static int start_pools(Daemon *d)
+{
+    /* With client registration the daemon's allowlist is the only one: workers accept any. */
+    bool any = d->config->allow_client_libraries;
+    char worker[4096];
+    char allow[8192];
+    int r = find_worker_binary(worker, sizeof(worker));
+
+    if (r < 0) {
+        return log_error_errno(r, "Failed to find snakepit-worker at '%s'", worker);
+    }
+    for (size_t i = 0; i < d->config->pool_count; i++) {
+        build_allowlist(d, i, allow, sizeof(allow));
+        WorkerPoolSettings settings = {
+            .worker_binary = worker,
+            .allow = any ? "*" : allow,
+            .max_message_bytes = d->config->max_message_bytes,
+            .max_depth = d->config->max_depth,
+            .log_level = d->config->log_level,
+        };
+        r = worker_pool_new(d->loop, &d->config->pools[i], &settings, &pool_hooks, d,
+                            &d->pools[i]);
+        if (r < 0) {
+            return r;
+        }
+        d->pool_count++;
+    }
+    return 0;
 }
 
 /* Complete "name" into "name@host": the short host name for sname, the full one for name. */
@@ -234,11 +383,23 @@ static int run(Config *config)
              SNAKEPIT_VERSION, dist_node_name(d->dist), dist_port(d->dist), (int)getpid(),
              config->registered_name);
     start_timers(d);
+    if (daemon_obs_start(d) < 0 || daemon_store_start(d) < 0 || start_pools(d) < 0) {
+        d->exit_status = EX_CONFIG;
+        goto out;
+    }
     daemon_announce_ready(d);
 
     ev_run(d->loop, 0);
 
+out:
     log_notice("Stopped node %s", dist_node_name(d->dist));
+    for (size_t i = 0; i < d->pool_count; i++) {
+        worker_pool_free(d->pools[i]);
+    }
+    if (d->store) {
+        daemon_store_stop(d);
+    }
+    daemon_obs_stop(d);
     dist_free(d->dist);
     ev_loop_destroy(d->loop);
     return d->exit_status;
@@ -249,6 +410,8 @@ int main(int argc, char **argv)
     static Config config;
 
     signal(SIGPIPE, SIG_IGN);
+    /* Workers are forked by the zygote and reparented here, so the daemon reaps them itself. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
     config_init(&config);
     log_setup("snakepit-cnode", LOG_INFO, LOG_FORMAT_TEXT);
 

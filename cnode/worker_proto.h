@@ -19,7 +19,10 @@
  *   CHUNK        worker -> daemon: one term yielded by a streaming call.
  *   SESSION_REQ  worker -> daemon, id of the call in progress: {get, Name :: binary} or
  *                {put, Name :: binary, Value} on the call's session.
- *   SESSION_RESP daemon -> worker, same id: {ok, Value} | ok | {error, ErrorMap}.
+ *   SESSION_RESP daemon -> worker, same id: {ok, Value} | ok | {error, ErrorMap}. A get of a
+ *                name the session does not contain gets {error, #{kind => not_found}}, which
+ *                snakepit.session.get() turns into its default; session_not_found means the
+ *                session itself is gone and raises in Python.
  *   CREDIT       daemon -> worker, same id: {credit, N}: the worker may send N more CHUNKs.
  *
  * Heartbeat socket (SOCK_STREAM socketpair, one per worker): the daemon writes one byte, a C
@@ -36,6 +39,7 @@
 #define WORKER_PROTO_VERSION 1
 #define WORKER_FRAME_HEADER_SIZE 13 /* u32 length + u8 type + u64 id */
 #define WORKER_FRAME_MIN_LENGTH 9   /* the length field counts type + id + payload */
+#define WORKER_PROTO_ETF_VERSION 131 /* first byte of every payload */
 
 typedef enum {
     WORKER_FRAME_HELLO = 1,

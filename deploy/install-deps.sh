@@ -4,9 +4,9 @@
 set -eu
 packages=(
     build-essential meson ninja-build pkg-config bc curl procps iproute2
-    erlang-base erlang-dev erlang-dev elixir
+    erlang-base erlang-dev elixir
     libev-dev libhiredis-dev libinih-dev libmicrohttpd-dev libcriterion-dev libsystemd-dev
-    python3-dev python3-numpy python3-pandas python3-pytest
+    python3-dev python3-numpy python3-pandas python3-pytest python3-sklearn
     redis-server prometheus
 )
 missing=()

@@ -47,6 +47,17 @@ run_suite() {
     rm -f "$log"
 }
 
+"$root/deploy/install-deps.sh" || { echo "0 passed, 1 failed"; exit 1; }
+
+# The integration suites need epmd; start one for this run unless one already answers.
+epmd_pid=
+if ! epmd -names >/dev/null 2>&1; then
+    epmd &
+    epmd_pid=$!
+    for _ in $(seq 50); do epmd -names >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+trap '[ -n "$epmd_pid" ] && kill "$epmd_pid" 2>/dev/null' EXIT
+
 if [ ! -d "$build" ]; then
     meson setup "$build" || exit 1
 fi
