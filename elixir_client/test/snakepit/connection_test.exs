@@ -111,6 +111,9 @@ defmodule Snakepit.ConnectionTest do
     assert ms < 100
     assert Connection.status()[daemon.node] in [:down, :connecting]
 
+    # epmd frees the name when it sees the dead daemon's socket close, which can be after the
+    # distribution's nodedown; a daemon started before that exits on the name clash.
+    assert Wait.until(fn -> not Daemon.registered?(daemon.sname) end)
     restarted = start_daemon_named(daemon.sname)
     assert restarted.node == daemon.node
     assert Connection.await_node(daemon.node, 10_000) == :ok

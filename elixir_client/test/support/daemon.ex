@@ -92,6 +92,10 @@ defmodule SnakepitTest.Daemon do
 
       {^port, {:exit_status, status}} ->
         send(caller, {:daemon_exit, self(), status, Enum.reverse(tail)})
+
+      {:tail, from} ->
+        send(from, {:daemon_tail, self(), Enum.reverse(tail)})
+        drain(port, caller, tail)
     end
   end
 
@@ -105,8 +109,21 @@ defmodule SnakepitTest.Daemon do
                 Enum.join(tail, "\n")
     after
       @ready_timeout_ms ->
+        send(owner, {:tail, self()})
+
+        tail =
+          receive do
+            {:daemon_tail, ^owner, lines} -> lines
+          after
+            1_000 -> []
+          end
+
+        children = children(daemon.os_pid)
         stop(daemon)
-        raise "#{executable()} printed no READY line within #{@ready_timeout_ms} ms"
+
+        raise "#{executable()} (os pid #{daemon.os_pid}) printed no READY line within " <>
+                "#{@ready_timeout_ms} ms; its children: #{inspect(children)}; its output:\n" <>
+                Enum.join(tail, "\n")
     end
   end
 
@@ -114,6 +131,23 @@ defmodule SnakepitTest.Daemon do
   def signal(%__MODULE__{os_pid: os_pid}, signal) do
     {_output, 0} = System.cmd("kill", ["-" <> signal, Integer.to_string(os_pid)])
     :ok
+  end
+
+  @doc "Tells whether the local epmd lists the node name `sname`."
+  def registered?(sname) do
+    {:ok, names} = :erl_epmd.names()
+    Enum.any?(names, fn {name, _port} -> to_string(name) == sname end)
+  end
+
+  @doc "Lists the child processes of OS process `os_pid` as `ps` would: pid, state, command."
+  def children(os_pid) do
+    for stat_path <- Path.wildcard("/proc/[0-9]*/stat"),
+        {:ok, stat} <- [File.read(stat_path)],
+        [_all, pid, command, state, ppid] <-
+          [Regex.run(~r/^(\d+) \((.*)\) (\S) (\d+) /, stat)],
+        ppid == Integer.to_string(os_pid) do
+      "#{pid} #{state} #{command}"
+    end
   end
 
   @doc "Tells whether the daemon's OS process still exists (and is not a zombie)."
