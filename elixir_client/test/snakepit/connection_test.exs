@@ -171,7 +171,10 @@ defmodule Snakepit.ConnectionTest do
 
   test "configured libraries do not keep a node from being healthy", %{primary: primary} do
     libraries = [%{name: "json", module: "json", pip_package: "json"}]
-    capture_log(fn -> App.restart!(nodes: [primary.node], python_libraries: libraries) end)
+    log = capture_log(fn -> App.restart!(nodes: [primary.node], python_libraries: libraries) end)
+
+    # The test daemons do not allow client libraries, so the registration is rejected.
+    assert log =~ "rejected register_libraries: not_allowed: "
     assert Snakepit.ping() == :pong
   end
 

@@ -98,6 +98,24 @@ defmodule Snakepit.ExecuteTest do
     end
   end
 
+  @tag :tmp_dir
+  test "configured libraries are registered on connect", %{tmp_dir: dir} do
+    config = Path.join(dir, "snakepit.ini")
+    File.write!(config, "[node]\nallow_client_libraries = true\n")
+    args = ["--config", config | Daemon.default_args()]
+    daemon = Daemon.start!(sname: Daemon.unique_sname("libs"), args: args)
+    on_exit(fn -> Daemon.stop(daemon) end)
+
+    App.restart!(nodes: [daemon.node])
+
+    assert {:error, %Error{kind: :not_allowed}} =
+             Snakepit.execute("python.string.capwords", ["a b"])
+
+    libraries = [%{name: "string", module: "string", pip_package: "string"}]
+    App.restart!(nodes: [daemon.node], python_libraries: libraries)
+    assert Snakepit.execute("python.string.capwords", ["a b"]) == {:ok, "A B"}
+  end
+
   test "in-flight execute gets nodedown when the daemon is killed" do
     daemon = Daemon.start!(sname: Daemon.unique_sname("exec_kill"))
     on_exit(fn -> Daemon.stop(daemon) end)
