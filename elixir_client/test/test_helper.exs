@@ -39,6 +39,10 @@ excluded =
     tag
   end
 
+if excluded == [] do
+  IO.puts("Daemon #{primary.node} has pools, a session store and telemetry: no tests excluded")
+end
+
 ExUnit.after_suite(fn _result ->
   Application.stop(:snakepit)
   Daemon.stop(primary)
