@@ -43,7 +43,7 @@ defmodule Snakepit do
       "bad_request: unknown option :colour"
   """
 
-  alias Snakepit.{Connection, Error}
+  alias Snakepit.{Connection, Error, StreamRelay}
 
   @type command :: String.t()
   @type args :: map() | list() | {list(), map()}
@@ -115,7 +115,7 @@ defmodule Snakepit do
       try do
         consume_stream(stream, callback)
       after
-        close_stream(stream)
+        StreamRelay.close(stream)
       end
     end
   end
@@ -132,9 +132,9 @@ defmodule Snakepit do
       |> Enum.take(2)
       #=> [0, 1]
 
-  NOTE: halting early (as `Enum.take/2` does) stops reading, but the protocol has no request
-  to cancel a stream, so chunks that the daemon sends afterwards still reach the caller's
-  mailbox. Run an early-halted stream in a short-lived process when that matters.
+  Halting early (as `Enum.take/2` does) leaves no messages behind in the caller's mailbox: the
+  stream is received by a relay process, which is stopped when the stream halts. The daemon
+  still runs the generator to its end, because the protocol has no request to cancel a stream.
   """
   @spec stream(command(), args(), keyword()) :: Enumerable.t()
   def stream(command, args, opts \\ []) do
@@ -153,90 +153,43 @@ defmodule Snakepit do
   defp open_stream(command, args, opts) do
     with {:ok, opts} <- execute_opts(command, args, opts),
          {:ok, node} <- Connection.route(opts) do
-      timeout = Connection.timeout(opts)
-      deadline = System.monotonic_time(:millisecond) + timeout + Connection.reply_margin_ms()
       request = {:execute_stream, command, args, daemon_opts(opts)}
-
-      # Monitor before the call, so that a node lost between the reply and the first chunk
-      # is noticed.
-      monitor = Process.monitor({Connection.registered_name(), node})
-
-      case Connection.call_node(node, request, timeout) do
-        {:ok, ref} ->
-          {:ok, %{ref: ref, node: node, monitor: monitor, deadline: deadline, done: false}}
-
-        {:error, _error} = error ->
-          Process.demonitor(monitor, [:flush])
-          error
-
-        other ->
-          Process.demonitor(monitor, [:flush])
-          {:error, bad_reply(node, other)}
-      end
+      StreamRelay.open(node, request, Connection.timeout(opts))
     end
   end
 
   defp consume_stream(stream, callback) do
-    case receive_stream_message(stream) do
-      {:chunk, chunk} ->
+    case StreamRelay.next(stream) do
+      {{:chunk, chunk}, stream} ->
         callback.(chunk)
         consume_stream(stream, callback)
 
-      {:done, result} ->
+      {{:done, result}, _stream} ->
         {:ok, result}
 
-      {:error, error} ->
+      {{:error, error}, _stream} ->
         {:error, error}
     end
   end
 
-  defp next_chunk(%{done: true} = stream), do: {:halt, stream}
+  defp next_chunk({:done, stream}), do: {:halt, {:done, stream}}
 
   defp next_chunk(stream) do
-    case receive_stream_message(stream) do
-      {:chunk, chunk} -> {[chunk], stream}
-      {:done, _result} -> {:halt, %{stream | done: true}}
-      {:error, error} -> raise error
+    case StreamRelay.next(stream) do
+      {{:chunk, chunk}, stream} ->
+        {[chunk], stream}
+
+      {{:done, _result}, stream} ->
+        {:halt, {:done, stream}}
+
+      # Stream.resource/3 runs close_stream/1 before the exception leaves the stream.
+      {{:error, error}, _stream} ->
+        raise error
     end
   end
 
-  defp receive_stream_message(%{ref: ref, node: node, monitor: monitor} = stream) do
-    wait_ms = max(stream.deadline - System.monotonic_time(:millisecond), 0)
-
-    receive do
-      {:snakepit_stream, ^ref, {:chunk, chunk}} ->
-        {:chunk, chunk}
-
-      {:snakepit_stream, ^ref, {:done, result}} ->
-        {:done, result}
-
-      {:snakepit_stream, ^ref, {:error, %{} = map}} ->
-        {:error, Error.from_map(map, node)}
-
-      {:snakepit_stream, ^ref, other} ->
-        {:error, bad_reply(node, other)}
-
-      {:DOWN, ^monitor, :process, _server, reason} ->
-        message = "node #{node} went down during the stream (#{inspect(reason)})"
-        {:error, Error.new(:nodedown, message, node: node)}
-    after
-      wait_ms ->
-        {:error, Error.new(:timeout, "stream from node #{node} timed out", node: node)}
-    end
-  end
-
-  defp close_stream(%{ref: ref, monitor: monitor}) do
-    Process.demonitor(monitor, [:flush])
-    flush_stream(ref)
-  end
-
-  defp flush_stream(ref) do
-    receive do
-      {:snakepit_stream, ^ref, _message} -> flush_stream(ref)
-    after
-      0 -> :ok
-    end
-  end
+  defp close_stream({:done, stream}), do: StreamRelay.close(stream)
+  defp close_stream(stream), do: StreamRelay.close(stream)
 
   ## Sessions
 

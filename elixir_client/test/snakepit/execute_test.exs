@@ -92,6 +92,36 @@ defmodule Snakepit.ExecuteTest do
     assert Enum.take(Snakepit.stream("python.builtins.iter", [[1, 2, 3]]), 2) == [1, 2]
   end
 
+  test "early halt leaves no messages behind" do
+    # An endless generator, ended by the call's deadline on the daemon.
+    endless = Snakepit.stream("python.itertools.count", [], timeout: 1_500)
+    assert Enum.take(endless, 5) == [0, 1, 2, 3, 4]
+
+    Process.sleep(300)
+    assert Process.info(self(), :messages) == {:messages, []}
+  end
+
+  test "stream whose node is killed ends with nodedown" do
+    daemon = Daemon.start!(sname: Daemon.unique_sname("stream_kill"))
+    on_exit(fn -> Daemon.stop(daemon) end)
+    App.restart!(nodes: [daemon.node])
+
+    kill_at_three = fn
+      3 -> Daemon.signal(daemon, "KILL")
+      _chunk -> :ok
+    end
+
+    {ms, reply} =
+      Wait.timed(fn ->
+        Snakepit.execute_stream("python.itertools.count", [], kill_at_three, timeout: 20_000)
+      end)
+
+    assert {:error, %Error{kind: :nodedown, node: node}} = reply
+    assert node == daemon.node
+    assert ms < 3_000
+    assert Process.info(self(), :messages) == {:messages, []}
+  end
+
   test "stream raises the daemon's error" do
     assert_raise Error, ~r/python_exception/, fn ->
       Enum.to_list(Snakepit.stream("python.json.loads", ["{"]))
