@@ -66,11 +66,36 @@ defmodule Snakepit.Test.PeerMain do
     Process.sleep(:infinity)
   end
 
+  def main(["casts", daemon, seconds]) do
+    daemon = String.to_atom(daemon)
+    :pong = Node.ping(daemon)
+    Node.monitor(daemon, true)
+    IO.puts("CONNECTED ticktime=#{:net_kernel.get_net_ticktime()}")
+    deadline = System.monotonic_time(:millisecond) + String.to_integer(seconds) * 1000
+    IO.puts("CASTS nodedown=#{cast_until(daemon, deadline, 0)}")
+    Process.sleep(:infinity)
+  end
+
   def main(["flood", daemon]) do
     daemon = String.to_atom(daemon)
     :pong = Node.ping(daemon)
     IO.puts("FLOODING")
     flood({:snakepit, daemon})
+  end
+
+  # Casts every 5 ms, which get no reply, so the daemon sends this node nothing but ticks.
+  defp cast_until(daemon, deadline, count) do
+    receive do
+      {:nodedown, ^daemon} -> "true after #{count} casts"
+    after
+      5 ->
+        if System.monotonic_time(:millisecond) < deadline do
+          GenServer.cast({:snakepit, daemon}, {:noop, count})
+          cast_until(daemon, deadline, count + 1)
+        else
+          "false"
+        end
+    end
   end
 
   # Calls whose replies are never read: once this VM is stopped they pile up in the daemon.
