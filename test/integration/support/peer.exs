@@ -14,7 +14,7 @@ defmodule Snakepit.Test.PeerMain do
     receive do
       :go -> :ok
     after
-      30_000 -> raise "no go from #{runner}"
+      30_000 -> raise "no :go message from #{runner} within 30 s"
     end
 
     results =
@@ -98,7 +98,7 @@ defmodule Snakepit.Test.PeerMain do
     end
   end
 
-  # Calls whose replies are never read: once this VM is stopped they pile up in the daemon.
+  # Calls in batches of 1000. Once this VM is stopped, their replies pile up in the daemon.
   defp flood(dest) do
     for _ <- 1..1000 do
       :erlang.send(dest, {:"$gen_call", {self(), make_ref()}, :info})
