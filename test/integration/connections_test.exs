@@ -178,6 +178,18 @@ defmodule Snakepit.Test.ConnectionsTest do
     refute Enum.any?(Daemon.lines(daemon), &(&1 =~ "Node #{peer_node} disconnected"))
   end
 
+  @tag timeout: 60_000
+  test "peer with net_ticktime 4 that only casts stays connected for 12 s" do
+    daemon = Daemon.start!()
+
+    {peer, peer_node} =
+      Peer.start!("casts", [Atom.to_string(daemon.node), "12"], erl: "-kernel net_ticktime 4")
+
+    await!(peer, ~r/^CONNECTED ticktime=4$/, 30_000)
+    assert ["CASTS nodedown=false", "false"] = await!(peer, ~r/^CASTS nodedown=(.*)$/, 30_000)
+    refute Enum.any?(Daemon.lines(daemon), &(&1 =~ "Node #{peer_node} disconnected"))
+  end
+
   test "a stopped peer does not delay another peer's calls" do
     daemon = Daemon.start!()
     {flooder, flooder_node} = Peer.start!("flood", [Atom.to_string(daemon.node)])
