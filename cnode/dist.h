@@ -18,7 +18,7 @@
 #define DIST_MAX_CONNECTIONS_DEFAULT 1024u
 #define DIST_MAX_OUTPUT_BYTES_DEFAULT (256u * 1024 * 1024)
 #define DIST_HANDSHAKE_TIMEOUT_MS_DEFAULT 5000u
-#define DIST_ACCEPTOR_THREADS 4u
+#define DIST_MAX_HANDSHAKES 64u /* handshakes in progress at once, one thread each */
 #define DIST_PEER_IDLE_TIMEOUT_MS_DEFAULT 240000u
 
 typedef struct Dist Dist;
