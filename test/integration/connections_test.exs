@@ -82,6 +82,18 @@ defmodule Snakepit.Test.ConnectionsTest do
 
     on_exit(fn -> Enum.each(sockets, &:gen_tcp.close/1) end)
     Process.sleep(200)
+    sockets
+  end
+
+  test "handshakes over the limit of 64 are rejected" do
+    daemon = Daemon.start!()
+    sockets = stall_handshakes(daemon, 64)
+    assert Node.ping(daemon.node) == :pang
+    assert Enum.any?(Daemon.lines(daemon), &(&1 =~ "64 handshakes are in progress"))
+
+    Enum.each(sockets, &:gen_tcp.close/1)
+    Process.sleep(300)
+    assert Node.ping(daemon.node) == :pong
   end
 
   test "a stalled handshake does not delay a new peer" do
