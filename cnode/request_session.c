@@ -183,8 +183,9 @@ static void on_value(int status, StoreBytes value, void *userdata)
 }
 
 /*
- * The reply bytes of a dump's variables: each name a binary (tag, 4-byte length, bytes), each
- * value its stored term without the version byte. -EPROTO when a value is not a stored term.
+ * Compute the reply bytes of a dump's variables: each name is a binary (tag, 4-byte length,
+ * bytes) and each value its stored term without the version byte. Returns -EPROTO when a value
+ * is not a stored term.
  */
 static int dump_vars_size(const StoreVar *vars, size_t var_count, size_t *size)
 {
@@ -200,7 +201,10 @@ static int dump_vars_size(const StoreVar *vars, size_t var_count, size_t *size)
     return 0;
 }
 
-/* Its size is known before the variables are encoded, so a dump over the limit is never built. */
+/*
+ * Reply to a dump. The size is computed before the variables are encoded, so a dump over the
+ * message size limit is rejected without building it.
+ */
 static void on_dump(int status, const StoreSession *session, const StoreVar *vars,
                     size_t var_count, void *userdata)
 {
@@ -213,6 +217,8 @@ static void on_dump(int status, const StoreSession *session, const StoreVar *var
     if (status < 0) {
         reply_store_error(d, op->caller, status, op);
     } else if (dump_vars_size(vars, var_count, &size) < 0) {
+        log_warning("Failed to dump session '%.*s': a value is not in external term format",
+                    (int)op->id_len, op->id);
         request_reply_error(d, op->caller, ERROR_ENCODE_ERROR,
                             "a stored value is not in external term format");
     } else if (ei_x_new(&x) < 0) {
@@ -231,6 +237,7 @@ static void on_dump(int status, const StoreSession *session, const StoreVar *var
                      "the dump of session '%.*s' is %zu bytes, over the message size limit of "
                      "%zu bytes",
                      (int)op->id_len, op->id, size, d->config->max_message_bytes);
+            log_warning("Rejected a dump for node %s: %s", op->caller->node, message);
             request_reply_error(d, op->caller, ERROR_TOO_LARGE, message);
         } else {
             for (size_t i = 0; i < var_count; i++) {
