@@ -177,12 +177,16 @@ defmodule Snakepit.Migrate do
     else
       changed =
         for {var, value} <- dump.vars,
-            not (Map.has_key?(existing.vars, var) and existing.vars[var] === value),
+            not (Map.has_key?(existing.vars, var) and same?(existing.vars[var], value)),
             do: var
 
       {:ok, if(changed == [], do: :unchanged, else: :updated), changed}
     end
   end
+
+  # Compares the encodings, because === treats 0.0 and -0.0 as equal in OTP 25.
+  defp same?(a, b),
+    do: :erlang.term_to_binary(a, [:deterministic]) == :erlang.term_to_binary(b, [:deterministic])
 
   defp apply_plan(_name, _target, _id, _dump, :unchanged, _changed, _dry_run),
     do: {:unchanged, ""}
