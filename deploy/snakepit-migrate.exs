@@ -25,7 +25,7 @@ defmodule Snakepit.Migrate do
     --registered-name NAME  the daemons' registered name (default: snakepit)
   """
 
-  # The largest limit of {:session, :list, opts}; a listing that fills it may be incomplete.
+  # The largest limit of {:session, :list, opts}, so a listing that fills it may be incomplete.
   @list_limit 100_000
   @call_timeout_ms 15_000
 
@@ -115,8 +115,8 @@ defmodule Snakepit.Migrate do
   defp list_sessions!(name, source) do
     case call(name, source, {:session, :list, [limit: @list_limit]}) do
       {:ok, ids} ->
-        ids = Enum.uniq(ids)
-        {ids, length(ids) < @list_limit}
+        # A page may repeat an id, so only the raw count tells whether the limit was reached.
+        {Enum.uniq(ids), length(ids) < @list_limit}
 
       {:error, error} ->
         IO.puts(
@@ -141,22 +141,22 @@ defmodule Snakepit.Migrate do
     end
   end
 
-  defp dump(name, node, id, which) do
+  defp dump(name, node, id, side) do
     case call(name, node, {:session, :dump, id}) do
       {:ok, %{session: _, vars: _} = dump} ->
         {:ok, dump}
 
-      {:error, %{kind: :session_not_found}} when which == "source" ->
+      {:error, %{kind: :session_not_found}} when side == "source" ->
         {:skip, "gone from the source"}
 
       {:error, %{kind: :session_not_found}} ->
         {:ok, nil}
 
       {:error, error} ->
-        {:error, "failed to dump it from the #{which}: " <> describe(error)}
+        {:error, "failed to dump it from the #{side}: " <> describe(error)}
 
       other ->
-        {:error, "unexpected reply to a dump from the #{which}: #{inspect(other)}"}
+        {:error, "unexpected reply to a dump from the #{side}: #{inspect(other)}"}
     end
   end
 

@@ -58,7 +58,7 @@ done
 cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 printf '[node]\nmax_message_bytes = %d\n' "$small_limit" >"$work/small.ini"
 
-# Start a daemon with a unique sname; print its node name once it is READY.
+# Start a daemon with a unique sname and print its node name once it is READY.
 start_daemon() {
     local sname="mig_$1_$$_$RANDOM" log="$work/$1.log"
     shift
