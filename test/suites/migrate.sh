@@ -22,8 +22,8 @@ command -v redis-server >/dev/null || fail "redis-server is missing; run deploy/
 
 work=$(mktemp -d)
 pids=()
-# Stop every process this script started, by its pid, then remove the scratch directory.
-cleanup() {
+# Stop every process this script started, by its pid.
+stop_all() {
     local pid
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null
@@ -31,9 +31,9 @@ cleanup() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null
     done
-    rm -rf "$work"
+    pids=()
 }
-trap cleanup EXIT
+trap 'stop_all; rm -rf "$work"' EXIT
 
 if ! epmd -names >/dev/null 2>&1; then
     epmd >/dev/null 2>&1 &
@@ -54,6 +54,9 @@ for _ in $(seq 50); do
 done
 [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] ||
     fail "redis-server did not start on port $port: $(tail -n 5 "$work/redis.log")"
+
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/test/lsan.supp}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 printf '[node]\nmax_message_bytes = %d\n' "$small_limit" >"$work/small.ini"
@@ -90,19 +93,26 @@ start_into empty_node empty --store "redis://127.0.0.1:$port/1"
 start_into back_node back --store memory
 start_into small_node small --store memory --config "$work/small.ini"
 
-log=$work/checks.log
+log=$work/checks.out
 MIGRATE_MEMORY=$memory_node MIGRATE_REDIS=$redis_node MIGRATE_EMPTY=$empty_node \
     MIGRATE_BACK=$back_node MIGRATE_SMALL=$small_node MIGRATE_SMALL_LIMIT=$small_limit \
     REDIS_PORT=$port elixir --sname "migrate_runner_$$" --cookie "$cookie" \
     "$root/test/integration/migrate_checks.exs" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 
-if grep -hE 'runtime error:|Sanitizer' "$work"/*.log >/dev/null; then
+# The daemons stop first, so that a leak report at their exit is in their logs too.
+stop_all
+summary=$(grep -E '^migrate: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+passed=$(sed -E 's/^migrate: ([0-9]+) passed.*/\1/' <<<"${summary:-migrate: 0 passed}")
+failed=$(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"${summary:-x 1 failed}")
+if grep -qE 'runtime error:|Sanitizer' "$work"/*.log; then
     echo "migrate: a daemon printed a sanitizer report" >&2
+    failed=$((failed + 1))
     rc=1
 fi
-if ! grep -qE '^migrate: [0-9]+ passed, [0-9]+ failed$' "$log"; then
-    echo "migrate: 0 passed, 1 failed"
+if [ -z "$summary" ] || [ "$rc" -ne 0 ]; then
+    [ "$failed" -eq 0 ] && failed=1
     rc=1
+    echo "migrate: $passed passed, $failed failed"
 fi
 exit "$rc"
