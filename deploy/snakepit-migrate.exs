@@ -115,7 +115,7 @@ defmodule Snakepit.Migrate do
   defp list_sessions!(name, source) do
     case call(name, source, {:session, :list, [limit: @list_limit]}) do
       {:ok, ids} ->
-        # A page may repeat an id, so only the raw count tells whether the limit was reached.
+        # A page may repeat an id, so only the raw count shows whether the limit was reached.
         {Enum.uniq(ids), length(ids) < @list_limit}
 
       {:error, error} ->
