@@ -398,10 +398,16 @@ static void bad_session_request(Daemon *d, DistCaller *caller, const char *op)
 {
     char message[512];
 
-    snprintf(message, sizeof(message),
-             "invalid {:session, :%s, ...} request: ids and names are binaries of 1 to %d "
-             "bytes; see the session request table in the documentation",
-             op, STORE_ID_MAX_BYTES);
+    if (op[0] == '\0') {
+        snprintf(message, sizeof(message),
+                 "invalid session request: expected {:session, op, ...} with op one of create, "
+                 "get, put, delete, touch, list or dump");
+    } else {
+        snprintf(message, sizeof(message),
+                 "invalid {:session, :%s, ...} request: ids and names are binaries of 1 to %d "
+                 "bytes; see the session request table in the documentation",
+                 op, STORE_ID_MAX_BYTES);
+    }
     request_reply_error(d, caller, ERROR_BAD_REQUEST, message);
 }
 
