@@ -12,8 +12,8 @@ primary = Daemon.start!(sname: Daemon.unique_sname("primary"))
 :persistent_term.put(:snakepit_test_primary, primary)
 App.restart!(nodes: [primary.node])
 
-# Features that land in the daemon later are probed here: tests that need them are excluded
-# (with the reason printed) when the daemon does not have them.
+# The daemon's features are probed here. Tests that need a feature the daemon lacks (a build
+# without pools, store or telemetry) are excluded, and the reason is printed.
 {:ok, info} = Snakepit.info(node: primary.node)
 
 probe_subscribe =

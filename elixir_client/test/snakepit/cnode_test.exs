@@ -82,8 +82,8 @@ defmodule Snakepit.CNodeTest do
   test "a daemon that is not ready in time is stopped and fails the start", %{tmp_dir: dir} do
     Process.flag(:trap_exit, true)
 
-    # The real daemon is ready in milliseconds, so a program that never prints READY is used in
-    # place of one that hangs during start-up. It records its pid so the test can see it stopped.
+    # The real daemon is ready well within a second, so this test runs a program that never
+    # prints READY, like a daemon that hangs during start-up. It records its pid so the test can see it stopped.
     pidfile = Path.join(dir, "pid")
     hanging = Path.join(dir, "hanging-daemon")
     File.write!(hanging, "#!/bin/sh\necho starting\necho $$ > #{pidfile}\nexec sleep 60\n")

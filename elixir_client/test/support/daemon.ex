@@ -79,23 +79,24 @@ defmodule SnakepitTest.Daemon do
   end
 
   # Reads the daemon's output for as long as it runs, so that its pipe never fills. The first
-  # READY line goes to the caller of start!/1; so does the exit status.
-  defp drain(port, caller, tail) do
+  # READY line goes to the caller of start!/1, and so does an exit before READY. An exit after
+  # READY is not reported, so that tests that kill a daemon find no extra message.
+  defp drain(port, caller, tail, ready? \\ false) do
     receive do
       {^port, {:data, {:eol, "READY " <> name}}} ->
         send(caller, {:daemon_ready, self(), String.to_atom(name)})
-        drain(port, caller, tail)
+        drain(port, caller, tail, true)
 
       {^port, {:data, {_eol, line}}} ->
         if System.get_env("SNAKEPIT_TEST_DAEMON_LOG"), do: IO.puts(:stderr, "daemon: " <> line)
-        drain(port, caller, Enum.take([line | tail], 30))
+        drain(port, caller, Enum.take([line | tail], 30), ready?)
 
       {^port, {:exit_status, status}} ->
-        send(caller, {:daemon_exit, self(), status, Enum.reverse(tail)})
+        unless ready?, do: send(caller, {:daemon_exit, self(), status, Enum.reverse(tail)})
 
       {:tail, from} ->
         send(from, {:daemon_tail, self(), Enum.reverse(tail)})
-        drain(port, caller, tail)
+        drain(port, caller, tail, ready?)
     end
   end
 

@@ -210,9 +210,8 @@ defmodule Mix.Tasks.Snakepit.Doctor do
         {:ok, _module} ->
           report(:ok, "#{node} imports #{library.module}")
 
-        # The module imported, but a module object has no term form, so it cannot come back.
-        # NOTE: this assumes the daemon reports an unencodable result as :encode_error, as
-        # its type mapping says for unknown objects.
+        # The module imported, but a module object has no term form, so the daemon replies
+        # :encode_error instead of returning it.
         {:error, %{kind: :encode_error}} ->
           report(:ok, "#{node} imports #{library.module}")
 
