@@ -112,7 +112,9 @@ defmodule Snakepit.Test.ConnectionsTest do
   end
 
   test "wrong cookie: pang each time, few log lines, flat fd count (C19)" do
-    daemon = Daemon.start!()
+    # One worker: READY waits only for the first worker of a pool, and a second one starting
+    # later would open fds of its own during the test.
+    daemon = Daemon.start!(args: ["--pool-size", "1"])
     os_pid = Daemon.os_pid(daemon)
     fds_before = Proc.fd_count(os_pid)
 
