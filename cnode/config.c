@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dist.h"
@@ -487,6 +488,16 @@ int config_validate(Config *c, char *err, size_t size)
     if (strcmp(c->store_backend, "memory") != 0 && strcmp(c->store_backend, "redis") != 0) {
         return set_error(err, size, "invalid store backend '%s': expected memory or redis",
                          c->store_backend);
+    }
+    for (size_t i = 0; i < c->pool_count; i++) {
+        const char *python = c->pools[i].python;
+        struct stat st;
+        if (python[0] && strcmp(python, "auto") != 0 && stat(python, &st) < 0) {
+            return set_error(err, size,
+                             "pool '%s': python = %s does not exist (%s); give an interpreter, "
+                             "a virtualenv directory, or auto",
+                             c->pools[i].name, python, strerror(errno));
+        }
     }
     for (size_t i = 0; i < c->library_count; i++) {
         if (!config_find_pool(c, c->libraries[i].pool)) {

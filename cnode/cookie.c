@@ -113,6 +113,8 @@ int cookie_load(const char *cookie_file, char *cookie, size_t cookie_size, char 
             return 0;
         }
         append(err, err_size, path, describe(r));
+    } else {
+        append(err, err_size, "$CREDENTIALS_DIRECTORY/cookie", "CREDENTIALS_DIRECTORY is not set");
     }
     env = getenv("SNAKEPIT_COOKIE");
     if (env) {
@@ -121,6 +123,8 @@ int cookie_load(const char *cookie_file, char *cookie, size_t cookie_size, char 
             return 0;
         }
         append(err, err_size, "$SNAKEPIT_COOKIE", describe(r));
+    } else {
+        append(err, err_size, "$SNAKEPIT_COOKIE", "not set");
     }
     env = getenv("HOME");
     if (env && env[0]) {

@@ -546,7 +546,6 @@ int daemon_obs_start(Daemon *d)
     if (r < 0) {
         return r;
     }
-    log_info("Serving metrics and health on http://%s", d->config->http_listen);
     return 0;
 }
 

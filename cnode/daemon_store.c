@@ -109,7 +109,8 @@ static void on_owner_sessions_deleted(int status, uint64_t count, void *userdata
     if (status < 0) {
         log_warning_errno(status, "Failed to delete the sessions of node %s", g->node);
     } else {
-        log_info("Deleted %llu sessions owned by node %s, down for its grace period",
+        log_emit(count > 0 ? LOG_INFO : LOG_DEBUG, 0,
+                 "Deleted %llu sessions owned by node %s, down for its grace period",
                  (unsigned long long)count, g->node);
     }
     free(g);

@@ -655,10 +655,15 @@ static int epmd_port(void)
     return port > 0 && port < 65536 ? port : 4369;
 }
 
-/* Tell "epmd is down" from "the name is taken" before publishing, for a precise message. */
+/*
+ * Tell "epmd is down" from "the name is taken" before publishing, for a precise message. The
+ * probe is a real NAMES request, so epmd does not log a connection that sent nothing.
+ */
 static int check_epmd_reachable(void)
 {
+    static const uint8_t names_request[3] = {0, 1, 'n'}; /* 2-byte length, then EPMD_NAMES_REQ */
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)epmd_port())};
+    uint8_t reply[4];
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int r = 0;
 
@@ -666,8 +671,12 @@ static int check_epmd_reachable(void)
         return -errno;
     }
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    set_io_timeout(fd, 2000);
     if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
         r = -errno;
+    } else if (write(fd, names_request, sizeof(names_request)) != sizeof(names_request) ||
+               recv(fd, reply, sizeof(reply), MSG_WAITALL) != sizeof(reply)) {
+        r = -EPROTO;
     }
     close(fd);
     return r;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -102,21 +103,40 @@ static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* When the shutdown began, in CLOCK_MONOTONIC ms, read by the signal handler. */
+static volatile sig_atomic_t shutdown_started_ms;
+
+static sig_atomic_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* async-signal-safe */
+    return (sig_atomic_t)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/*
+ * A second signal within 200 ms is the same request sent twice: GNU timeout and shells signal
+ * both the process and its process group.
+ */
 static void on_second_signal(int signum)
 {
+    if (monotonic_ms() - shutdown_started_ms < 200) {
+        return;
+    }
     log_signal_safe("snakepit-cnode: second termination signal, exiting now\n");
     _exit(1);
 }
 
 /*
- * From here on SIGTERM and SIGINT exit at once through a plain handler: the loop may sit in
- * dist_stop_accepting() for up to the handshake timeout, waiting for an acceptor thread, and no
- * libev callback runs meanwhile. The watchers stop first, since stopping one resets the signal.
+ * From here on SIGTERM and SIGINT exit at once through a plain handler, so they work even while
+ * the loop waits in dist_stop_accepting() for handshake threads to end. The watchers stop first,
+ * since stopping one resets the signal.
  */
 static void exit_on_next_signal(Daemon *d)
 {
     struct sigaction sa = {.sa_handler = on_second_signal};
 
+    shutdown_started_ms = monotonic_ms();
     ev_signal_stop(d->loop, &d->sigterm_watcher);
     ev_signal_stop(d->loop, &d->sigint_watcher);
     sigemptyset(&sa.sa_mask);

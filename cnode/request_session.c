@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon.h"
 #include "dist_frame.h"
@@ -100,15 +101,32 @@ static void reply_ok(Daemon *d, DistCaller *caller)
     ei_x_free(&x);
 }
 
-static void encode_session(ei_x_buff *x, const StoreSession *s)
+/*
+ * Session times in Unix milliseconds. Redis reports them so already. The memory store keeps
+ * CLOCK_MONOTONIC milliseconds, which are shifted here by the current difference of the clocks.
+ */
+static uint64_t session_time_unix_ms(const Store *store, uint64_t t)
+{
+    struct timespec real;
+
+    if (strcmp(store_backend_name(store), "memory") != 0) {
+        return t;
+    }
+    clock_gettime(CLOCK_REALTIME, &real);
+    uint64_t real_ms = (uint64_t)real.tv_sec * 1000u + (uint64_t)real.tv_nsec / 1000000u;
+    uint64_t mono_ms = log_now_ms();
+    return real_ms - (mono_ms > t ? mono_ms - t : 0);
+}
+
+static void encode_session(ei_x_buff *x, const Store *store, const StoreSession *s)
 {
     ei_x_encode_map_header(x, 6);
     ei_x_encode_atom(x, "id");
     ei_x_encode_binary(x, s->id.data, (long)s->id.len);
     ei_x_encode_atom(x, "created_ms");
-    ei_x_encode_ulonglong(x, s->created_ms);
+    ei_x_encode_ulonglong(x, session_time_unix_ms(store, s->created_ms));
     ei_x_encode_atom(x, "accessed_ms");
-    ei_x_encode_ulonglong(x, s->accessed_ms);
+    ei_x_encode_ulonglong(x, session_time_unix_ms(store, s->accessed_ms));
     ei_x_encode_atom(x, "ttl_s");
     ei_x_encode_ulong(x, s->ttl_s);
     ei_x_encode_atom(x, "owner");
@@ -134,7 +152,7 @@ static void on_session(int status, const StoreSession *session, void *userdata)
     } else {
         ei_x_encode_tuple_header(&x, 2);
         ei_x_encode_atom(&x, "ok");
-        encode_session(&x, session);
+        encode_session(&x, d->store, session);
         request_reply(d, op->caller, x.buff, (size_t)x.index);
         ei_x_free(&x);
     }
@@ -228,7 +246,7 @@ static void on_dump(int status, const StoreSession *session, const StoreVar *var
         ei_x_encode_atom(&x, "ok");
         ei_x_encode_map_header(&x, 2);
         ei_x_encode_atom(&x, "session");
-        encode_session(&x, session);
+        encode_session(&x, d->store, session);
         ei_x_encode_atom(&x, "vars");
         ei_x_encode_map_header(&x, (long)var_count);
         size += (size_t)x.index;

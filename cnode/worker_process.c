@@ -149,7 +149,7 @@ static void zygote_handle_message(WorkerPool *pool, const ZygoteMsg *msg)
         worker_pool_on_zygote_ready(pool);
         break;
     case ZYGOTE_MSG_PRELOAD_FAILED:
-        log_error("Pool '%s': the template interpreter failed to import its preload modules: %s",
+        log_error("Pool '%s': the template interpreter failed to start: %s",
                   pool->config.name, msg->text);
         break;
     case ZYGOTE_MSG_FORKED:

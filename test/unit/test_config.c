@@ -429,6 +429,16 @@ static void write_temp(char *path, size_t size, const char *text)
     close(fd);
 }
 
+Test(cli, missing_python_path)
+{
+    Cli cli;
+    Config c;
+    const char *args[] = {"--python", "/nonexistent/snakepit-test/python3", NULL};
+
+    cr_assert_eq(run_cli(&cli, &c, args), CLI_EXIT_CONFIG);
+    cr_assert(strstr(cli.err_text, "does not exist"), "stderr: %s", cli.err_text);
+}
+
 Test(cli, flags_only)
 {
     Cli cli;
@@ -436,14 +446,14 @@ Test(cli, flags_only)
     const char *args[] = {"--sname", "worker1", "--http", "off", "--pool-size", "3",
                           "--log-level", "debug", "--library", "numpy", "--library", "scipy",
                           "--store", "redis://127.0.0.1:6380/2", "--owner", "app@host",
-                          "--registered-name", "py", "--python", "/opt/venv", NULL};
+                          "--registered-name", "py", "--python", "/usr/bin/python3", NULL};
 
     cr_assert_eq(run_cli(&cli, &c, args), CLI_RUN, "stderr: %s", cli.err_text);
     cr_assert_str_eq(c.node_name, "worker1");
     cr_assert_not(c.long_names);
     cr_assert_str_eq(c.http_listen, "off");
     cr_assert_eq(c.pools[0].size, 3);
-    cr_assert_str_eq(c.pools[0].python, "/opt/venv");
+    cr_assert_str_eq(c.pools[0].python, "/usr/bin/python3");
     cr_assert_eq(c.log_level, LOG_DEBUG);
     cr_assert_eq(c.library_count, 2);
     cr_assert_str_eq(c.libraries[0].module, "numpy");
