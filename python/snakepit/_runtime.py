@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 import traceback
+import types
 from typing import Any, Callable
 
 GENERIC_PREFIX = "python."
@@ -107,6 +108,34 @@ def _lookup_path(obj: Any, path: str, command: str) -> Any:
     return obj
 
 
+def _lookup_allowed(module: Any, path: str, command: str) -> Any:
+    """Walk ``path`` from an allowed module without leaving the allowlist.
+
+    Dunder names (``__globals__``, ``__builtins__``, ``__class__``, ...) are rejected, and so
+    is every step that reaches a module that is not allowed, so ``python.json.codecs.builtins.eval``
+    cannot reach ``builtins`` through ``json``. Single-underscore names such as ``os._exit``
+    stay callable.
+    """
+    obj = module
+    for name in path.split("."):
+        if name.startswith("__"):
+            raise RequestError(
+                "not_allowed",
+                f"{command!r}: {name!r} is a special attribute, which commands cannot use",
+            )
+        try:
+            obj = getattr(obj, name)
+        except AttributeError:
+            raise RequestError("bad_request", f"{command!r}: no attribute {name!r}") from None
+        if isinstance(obj, types.ModuleType) and not is_allowed(obj.__name__):
+            raise RequestError(
+                "not_allowed",
+                f"{command!r}: {name!r} is the module {obj.__name__!r}, which is not in the "
+                "pool's allowed libraries",
+            )
+    return obj
+
+
 def _import_if_exists(module_name: str) -> Any | None:
     module = sys.modules.get(module_name)
     if module is not None:
@@ -137,7 +166,7 @@ def _resolve_generic(command: str) -> Callable[..., Any]:
         allowed_prefix = True
         module = _import_if_exists(module_name)
         if module is not None:
-            target = _lookup_path(module, ".".join(parts[split:]), command)
+            target = _lookup_allowed(module, ".".join(parts[split:]), command)
             if not callable(target):
                 raise RequestError("bad_request", f"{command!r} is not callable")
             return target

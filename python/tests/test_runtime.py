@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tests of command resolution, argument forms and error descriptions in snakepit._runtime."""
 
+import json
+import os
 import sys
 import textwrap
 
@@ -277,3 +279,23 @@ def test_star_allows_every_module():
     configure("*")
     assert _runtime.is_allowed("subprocess")
     assert _runtime.call("python.operator.add", [1, 2]) == 3
+
+
+def test_attribute_walk_cannot_leave_the_allowlist() -> None:
+    _runtime.configure("json", None)
+    for command in (
+        "python.json.codecs.builtins.eval",
+        "python.json.codecs.sys.getrecursionlimit",
+        "python.json.loads.__globals__.get",
+        "python.json.JSONDecoder.__init__.__builtins__.get",
+    ):
+        with pytest.raises(_runtime.RequestError) as info:
+            _runtime._resolve_generic(command)
+        assert info.value.kind == "not_allowed", command
+
+
+def test_attribute_walk_keeps_allowed_names() -> None:
+    _runtime.configure("json,os", None)
+    assert _runtime._resolve_generic("python.json.loads") is json.loads
+    assert _runtime._resolve_generic("python.os.path.join") is os.path.join
+    assert _runtime._resolve_generic("python.os._exit") is os._exit
