@@ -39,6 +39,8 @@ typedef struct Daemon {
     ev_timer shutdown_timer;
     ev_timer owner_timer;
     ev_timer watchdog_timer;
+    ev_signal sigchld_watcher;
+    ev_timer reap_timer;
     int exit_status;
 
     WorkerPool *pools[CONFIG_MAX_POOLS];

@@ -3,12 +3,14 @@
  * snakepit-cnode: start-up, signals and shutdown. The daemon runs one non-default libev loop
  * (the default loop would reap child processes behind the worker pool's back).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -184,6 +186,62 @@ static void owner_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
         d->exit_status = EX_UNAVAILABLE;
         daemon_shutdown(d, "owner never connected");
     }
+}
+
+/*
+ * As a child subreaper the daemon inherits the orphans of its workers, for example a process
+ * that Python code started in the background. Those are reaped here; the zygotes and workers
+ * are left to their pools, which reap them through pidfds.
+ */
+static void reap_orphans(Daemon *d)
+{
+    char path[64];
+    char buf[4096];
+    DIR *tasks = opendir("/proc/self/task");
+    struct dirent *task;
+
+    if (!tasks) {
+        return;
+    }
+    while ((task = readdir(tasks))) {
+        if (task->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(path, sizeof(path), "/proc/self/task/%s/children", task->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f) {
+            continue;
+        }
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        for (char *p = buf, *end; *p; p = end) {
+            long pid = strtol(p, &end, 10);
+            if (end == p) {
+                break;
+            }
+            bool owned = false;
+            for (size_t i = 0; i < d->pool_count && !owned; i++) {
+                owned = worker_pool_owns_pid(d->pools[i], (int)pid);
+            }
+            int status;
+            if (!owned && waitpid((pid_t)pid, &status, WNOHANG) == (pid_t)pid) {
+                log_debug("Reaped orphan process %ld", pid);
+            }
+        }
+    }
+    closedir(tasks);
+}
+
+static void sigchld_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    reap_orphans(w->data);
+}
+
+/* SIGCHLD can coalesce, so a slow timer catches what a merged signal missed. */
+static void reap_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    reap_orphans(w->data);
 }
 
 static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -378,6 +436,12 @@ static void start_signals(Daemon *d)
     d->sigint_watcher.data = d;
     ev_signal_start(d->loop, &d->sigterm_watcher);
     ev_signal_start(d->loop, &d->sigint_watcher);
+    ev_signal_init(&d->sigchld_watcher, sigchld_cb, SIGCHLD);
+    d->sigchld_watcher.data = d;
+    ev_signal_start(d->loop, &d->sigchld_watcher);
+    ev_timer_init(&d->reap_timer, reap_timer_cb, 5.0, 5.0);
+    d->reap_timer.data = d;
+    ev_timer_start(d->loop, &d->reap_timer);
 }
 
 static int run(Config *config)

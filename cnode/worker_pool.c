@@ -365,6 +365,19 @@ static Worker *find_worker_by_id(WorkerPool *pool, uint32_t id)
     return NULL;
 }
 
+bool worker_pool_owns_pid(const WorkerPool *pool, int pid)
+{
+    if (pool->zygote.pid == pid) {
+        return true;
+    }
+    for (const Worker *w = pool->workers; w; w = w->next) {
+        if (w->pid == pid) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool worker_pool_has_worker(const WorkerPool *pool, uint32_t id)
 {
     Worker *w = find_worker_by_id((WorkerPool *)pool, id);

@@ -131,6 +131,9 @@ typedef struct {
 
 void worker_pool_stats(const WorkerPool *pool, PoolStats *out);
 
+/* Whether `pid` is this pool's zygote or one of its workers (which the pool reaps itself). */
+bool worker_pool_owns_pid(const WorkerPool *pool, int pid);
+
 /* Whether worker `worker_id` is alive in this pool and can still take calls. */
 bool worker_pool_has_worker(const WorkerPool *pool, uint32_t worker_id);
 
