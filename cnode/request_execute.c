@@ -17,7 +17,7 @@
 #include "store.h"
 
 #define EXECUTE_COMMAND_MAX 1024
-#define EXECUTE_SESSION_ID_MAX 256
+#define EXECUTE_SESSION_ID_MAX (STORE_ID_MAX_BYTES + 1) /* bytes, with the NUL */
 
 typedef struct {
     unsigned timeout_ms;

@@ -76,6 +76,9 @@ static int decode_library(const char *buf, int *index, char *module, size_t modu
             return -1;
         }
         target[len] = '\0';
+        if (strlen(target) != (size_t)len) {
+            return -1; /* a NUL byte inside */
+        }
     }
     return module[0] ? 0 : -1;
 }
@@ -99,9 +102,12 @@ void request_register_libraries(Daemon *d, DistCaller *caller, const char *reque
                             "expected {:register_libraries, [%{name:, module:, pip_package:}]}");
         return;
     }
+    size_t first = d->allowed_count;
+
     for (int i = 0; i < count; i++) {
         if (decode_library(request, &index, module, sizeof(module), pool, sizeof(pool)) < 0 ||
             !module_name_valid(module)) {
+            d->allowed_count = first;
             request_reply_error(d, caller, ERROR_BAD_REQUEST,
                                 "each library must be a map with a binary module, a dotted "
                                 "Python module path (and optionally a binary pool)");
@@ -116,6 +122,7 @@ void request_register_libraries(Daemon *d, DistCaller *caller, const char *reque
         if (pool_index == SIZE_MAX) {
             snprintf(message, sizeof(message), "unknown pool '%s' for library '%s'", pool,
                      module);
+            d->allowed_count = first;
             request_reply_error(d, caller, ERROR_BAD_REQUEST, message);
             return;
         }
@@ -125,13 +132,18 @@ void request_register_libraries(Daemon *d, DistCaller *caller, const char *reque
         if (d->allowed_count == DAEMON_MAX_ALLOWED) {
             snprintf(message, sizeof(message), "too many libraries: the maximum is %d",
                      DAEMON_MAX_ALLOWED);
+            d->allowed_count = first;
             request_reply_error(d, caller, ERROR_OVERLOADED, message);
             return;
         }
         AllowedModule *a = &d->allowed[d->allowed_count++];
         a->pool_index = pool_index;
         snprintf(a->module, sizeof(a->module), "%s", module);
-        log_info("Node %s registered library '%s' in pool '%s'", caller->node, module, pool);
+    }
+    /* All or nothing: the list is applied only when every entry is valid. */
+    for (size_t i = first; i < d->allowed_count; i++) {
+        log_info("Node %s registered library '%s' in pool '%s'", caller->node,
+                 d->allowed[i].module, worker_pool_name(d->pools[d->allowed[i].pool_index]));
     }
     ei_x_buff x;
     if (ei_x_new(&x) < 0) {
