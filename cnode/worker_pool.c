@@ -431,6 +431,8 @@ static int stream_open(WorkerPool *pool, PoolJob *job)
     ei_x_buff x;
 
     job->stream_pid = job->caller->pid;
+    /* TODO: a caller that exits mid-stream keeps the worker busy until the call's deadline:
+     * the daemon does not monitor stream callers. */
     pool->hooks.make_ref(pool->userdata, &job->stream_ref);
     if (ei_x_new(&x) < 0) {
         return -ENOMEM;
