@@ -51,6 +51,7 @@ typedef struct Daemon {
     Store *store;
     bool store_up;
     uint64_t session_count; /* from the last expiry pass */
+    uint64_t store_clock_offset_ms; /* Unix time minus CLOCK_MONOTONIC, in ms, at start */
     DaemonObs *obs;
     uint64_t next_correlation;
     ev_timer expire_timer;

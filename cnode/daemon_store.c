@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon.h"
 #include "daemon_obs.h"
@@ -95,6 +96,10 @@ int daemon_store_start(Daemon *d)
                                c->store_backend, c->store_url);
     }
     d->store_up = strcmp(c->store_backend, "memory") == 0;
+    struct timespec real;
+    clock_gettime(CLOCK_REALTIME, &real);
+    d->store_clock_offset_ms =
+        (uint64_t)real.tv_sec * 1000u + (uint64_t)real.tv_nsec / 1000000u - log_now_ms();
     ev_timer_init(&d->expire_timer, expire_cb, DAEMON_STORE_EXPIRE_INTERVAL_S,
                   DAEMON_STORE_EXPIRE_INTERVAL_S);
     d->expire_timer.data = d;

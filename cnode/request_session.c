@@ -103,30 +103,26 @@ static void reply_ok(Daemon *d, DistCaller *caller)
 
 /*
  * Session times in Unix milliseconds. Redis reports them so already. The memory store keeps
- * CLOCK_MONOTONIC milliseconds, which are shifted here by the current difference of the clocks.
+ * CLOCK_MONOTONIC milliseconds, shifted here by the difference of the two clocks measured once
+ * at start, so that a session's times read the same on every request.
  */
-static uint64_t session_time_unix_ms(const Store *store, uint64_t t)
+static uint64_t session_time_unix_ms(const Daemon *d, uint64_t t)
 {
-    struct timespec real;
-
-    if (strcmp(store_backend_name(store), "memory") != 0) {
+    if (strcmp(store_backend_name(d->store), "memory") != 0) {
         return t;
     }
-    clock_gettime(CLOCK_REALTIME, &real);
-    uint64_t real_ms = (uint64_t)real.tv_sec * 1000u + (uint64_t)real.tv_nsec / 1000000u;
-    uint64_t mono_ms = log_now_ms();
-    return real_ms - (mono_ms > t ? mono_ms - t : 0);
+    return t + d->store_clock_offset_ms;
 }
 
-static void encode_session(ei_x_buff *x, const Store *store, const StoreSession *s)
+static void encode_session(ei_x_buff *x, const Daemon *d, const StoreSession *s)
 {
     ei_x_encode_map_header(x, 6);
     ei_x_encode_atom(x, "id");
     ei_x_encode_binary(x, s->id.data, (long)s->id.len);
     ei_x_encode_atom(x, "created_ms");
-    ei_x_encode_ulonglong(x, session_time_unix_ms(store, s->created_ms));
+    ei_x_encode_ulonglong(x, session_time_unix_ms(d, s->created_ms));
     ei_x_encode_atom(x, "accessed_ms");
-    ei_x_encode_ulonglong(x, session_time_unix_ms(store, s->accessed_ms));
+    ei_x_encode_ulonglong(x, session_time_unix_ms(d, s->accessed_ms));
     ei_x_encode_atom(x, "ttl_s");
     ei_x_encode_ulong(x, s->ttl_s);
     ei_x_encode_atom(x, "owner");
@@ -152,7 +148,7 @@ static void on_session(int status, const StoreSession *session, void *userdata)
     } else {
         ei_x_encode_tuple_header(&x, 2);
         ei_x_encode_atom(&x, "ok");
-        encode_session(&x, d->store, session);
+        encode_session(&x, d, session);
         request_reply(d, op->caller, x.buff, (size_t)x.index);
         ei_x_free(&x);
     }
@@ -246,7 +242,7 @@ static void on_dump(int status, const StoreSession *session, const StoreVar *var
         ei_x_encode_atom(&x, "ok");
         ei_x_encode_map_header(&x, 2);
         ei_x_encode_atom(&x, "session");
-        encode_session(&x, d->store, session);
+        encode_session(&x, d, session);
         ei_x_encode_atom(&x, "vars");
         ei_x_encode_map_header(&x, (long)var_count);
         size += (size_t)x.index;
