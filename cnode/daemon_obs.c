@@ -116,7 +116,7 @@ void daemon_obs_emit_simple(Daemon *d, const char *group, const char *name, cons
     TelemetryName event = TELEMETRY_NAME("snakepit", group, name);
     TelemetryField md[] = {TELEMETRY_ATOM(key, atom_value)};
 
-    if (d->obs) {
+    if (d->obs && d->config->telemetry) {
         emit(d->obs, &event, NULL, 0, md, 1);
     }
 }
@@ -209,6 +209,9 @@ void daemon_obs_pool_event(Daemon *d, const PoolEvent *e)
     DaemonObs *o = d->obs;
     MetricsProduct *p = &o->product;
 
+    if (!d->config->telemetry) {
+        return;
+    }
     switch (e->type) {
     case POOL_EVENT_WORKER_STARTED:
         on_worker_started(d, e);
@@ -273,6 +276,9 @@ void daemon_obs_request_start(Daemon *d, const char *correlation_id, const char 
     };
     size_t n = 4;
 
+    if (!d->config->telemetry) {
+        return;
+    }
     if (session_id) {
         md[n++] = (TelemetryField)TELEMETRY_STRING("session_id", session_id);
     }
@@ -282,6 +288,9 @@ void daemon_obs_request_start(Daemon *d, const char *correlation_id, const char 
 void daemon_obs_request_rejected(Daemon *d, const char *pool, const char *command,
                                  ErrorKind kind)
 {
+    if (!d->config->telemetry) {
+        return;
+    }
     count_request(d->obs, pool, command, error_kind_name(kind));
 }
 
@@ -377,6 +386,11 @@ void daemon_obs_subscribe(Daemon *d, DistCaller *caller, const char *request, in
     erlang_pid pid;
     size_t n = 0;
 
+    if (!d->config->telemetry) {
+        request_reply_error(d, caller, ERROR_BAD_REQUEST,
+                            "telemetry is off: the config sets [node] telemetry = false");
+        return;
+    }
     if (arity != 2 || ei_decode_pid(request, &index, &pid) < 0 ||
         decode_prefixes(request, &index, prefixes, &n, atoms) < 0) {
         reply_atom_or_error(d, caller, -EINVAL, "invalid subscription");
