@@ -128,7 +128,10 @@ defmodule Snakepit.Test.ObsHealthTest do
 
     assert code(port, "/nope") == 404
     assert code(port, "/health/") == 404
-    request = "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+    request =
+      "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
     assert {:ok, 405, _} = Obs.raw_request(port, request)
   end
 end

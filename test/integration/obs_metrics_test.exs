@@ -55,8 +55,10 @@ defmodule Snakepit.Test.ObsMetricsTest do
     page = Obs.scrape(port)
     file = Path.join(System.tmp_dir!(), "snakepit-metrics-#{System.unique_integer([:positive])}")
     File.write!(file, page)
-    {out, status} = System.cmd("sh", ["-c", "promtool check metrics < \"$0\"", file],
-                               stderr_to_stdout: true)
+
+    {out, status} =
+      System.cmd("sh", ["-c", "promtool check metrics < \"$0\"", file], stderr_to_stdout: true)
+
     File.rm!(file)
     assert status == 0, "promtool check metrics failed:\n#{out}"
 

@@ -197,8 +197,7 @@ defmodule Snakepit.Test.ObsTelemetryTest do
     end
 
     test "subscribe is rejected when telemetry is off" do
-      {daemon, _port} =
-        Obs.start_daemon!(Obs.ini(1) <> "\n[node]\ntelemetry = false\n")
+      {daemon, _port} = Obs.start_daemon!(Obs.ini(1) <> "\n[node]\ntelemetry = false\n")
 
       assert {:error, error} = subscribe(daemon.node, [[:snakepit]])
       assert error.kind == :bad_request
@@ -216,12 +215,16 @@ defmodule Snakepit.Test.ObsTelemetryTest do
       assert error.message =~ "too many subscribers"
 
       assert {:ok, 3} = Pool.execute(daemon.node, "python.operator.add", [1, 2])
-      assert {:ok, _} = OsProcess.await_line(peer, ~r/^EVENT \[:snakepit, :request, :stop\]$/, 5000)
+
+      assert {:ok, _} =
+               OsProcess.await_line(peer, ~r/^EVENT \[:snakepit, :request, :stop\]$/, 5000)
 
       OsProcess.stop_process(peer)
 
       assert Pool.wait_until(
-               fn -> Enum.any?(Daemon.lines(daemon), &(&1 =~ "Node #{peer_node} disconnected")) end,
+               fn ->
+                 Enum.any?(Daemon.lines(daemon), &(&1 =~ "Node #{peer_node} disconnected"))
+               end,
                10_000
              ),
              "the daemon did not log the disconnect of #{peer_node}"

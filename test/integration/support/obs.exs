@@ -188,8 +188,11 @@ defmodule Snakepit.Test.Obs do
     end)
 
     case OsProcess.await_line(proc, ~r/Server is ready to receive web requests/, 20_000) do
-      {:ok, _} -> port
-      other -> raise "prometheus did not start: #{inspect(other)} #{inspect(OsProcess.lines(proc))}"
+      {:ok, _} ->
+        port
+
+      other ->
+        raise "prometheus did not start: #{inspect(other)} #{inspect(OsProcess.lines(proc))}"
     end
   end
 
