@@ -65,7 +65,7 @@ defmodule Bench.Obs do
     }
   end
 
-  # A subscriber to every event that counts what it receives until told to stop.
+  # A subscriber that counts the events it receives and sends the count on {:count, pid}.
   def subscriber do
     spawn(fn -> count_events(0) end)
   end

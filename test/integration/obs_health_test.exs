@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# The health endpoints: /health/startup and /health/ready answer 503 until the first worker of
-# every pool is up, /health/ready answers 503 while a pool is degraded, /health/live stays 200,
+# The health endpoints: /health/startup and /health/ready return 503 until the first worker of
+# every pool is up, /health/ready returns 503 while a pool is degraded, /health/live stays 200,
 # and /health is a JSON document of the pools and their workers.
 
 defmodule Snakepit.Test.ObsHealthTest do

@@ -101,7 +101,7 @@ defmodule Snakepit.Test.ObsHttpTest do
         send(parent, {:slow_done, result, System.monotonic_time(:millisecond) - start})
       end)
 
-    # The daemon closes the connection: recv sees the end of the stream, perhaps after a 408.
+    # The daemon closes the connection: recv returns the end of the stream, perhaps after a 408.
     closed =
       Task.async(fn ->
         start = System.monotonic_time(:millisecond)

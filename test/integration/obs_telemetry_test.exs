@@ -47,7 +47,8 @@ defmodule Snakepit.Test.ObsTelemetryTest do
       assert crashed.reason == :killed
       assert crashed.pool == "default"
       refute Map.has_key?(crashed, :exit_status)
-      assert is_integer(measurements.uptime_us) and measurements.uptime_us > 0
+      assert is_integer(measurements.uptime_us)
+      assert measurements.uptime_us > 0
 
       {_, started} = await_event([:snakepit, :worker, :started])
       {_, restarted} = await_event([:snakepit, :worker, :restarted])
@@ -81,7 +82,7 @@ defmodule Snakepit.Test.ObsTelemetryTest do
       refute Map.has_key?(crashed, :signal)
       # The crash is tied to the call the worker was running.
       assert crashed[:correlation_id] == error.correlation_id
-      # The subscription to crashed events only gets no started or restarted events.
+      # A subscription to crashed events gets no started or restarted events.
       assert collect_events(500) == []
     end
   end
@@ -98,7 +99,8 @@ defmodule Snakepit.Test.ObsTelemetryTest do
       {start_m, start} = await_event([:snakepit, :request, :start])
       {stop_m, stop} = await_event([:snakepit, :request, :stop])
 
-      assert is_binary(start.correlation_id) and start.correlation_id != ""
+      assert is_binary(start.correlation_id)
+      assert start.correlation_id != ""
       assert stop.correlation_id == start.correlation_id
       assert start.command == "python.operator.add"
       assert stop.command == "python.operator.add"
@@ -106,7 +108,8 @@ defmodule Snakepit.Test.ObsTelemetryTest do
       assert start.caller_node == node()
       assert is_integer(start_m.system_time_us)
       assert abs(start_m.system_time_us - System.os_time(:microsecond)) < 10_000_000
-      assert is_integer(stop_m.duration_us) and stop_m.duration_us > 0
+      assert is_integer(stop_m.duration_us)
+      assert stop_m.duration_us > 0
       assert is_integer(stop_m.queue_time_us)
       assert is_integer(stop.worker_id)
     end
@@ -117,7 +120,8 @@ defmodule Snakepit.Test.ObsTelemetryTest do
       {_, start} = await_event([:snakepit, :request, :start])
       {_, exception} = await_event([:snakepit, :request, :exception])
 
-      assert is_binary(error.correlation_id) and error.correlation_id != ""
+      assert is_binary(error.correlation_id)
+      assert error.correlation_id != ""
       assert start.correlation_id == error.correlation_id
       assert exception.correlation_id == error.correlation_id
       assert exception.kind == :python_exception
@@ -197,12 +201,18 @@ defmodule Snakepit.Test.ObsTelemetryTest do
     end
 
     test "subscribe is rejected when telemetry is off" do
-      {daemon, _port} = Obs.start_daemon!(Obs.ini(1) <> "\n[node]\ntelemetry = false\n")
+      {daemon, port} = Obs.start_daemon!(Obs.ini(1) <> "\n[node]\ntelemetry = false\n")
 
       assert {:error, error} = subscribe(daemon.node, [[:snakepit]])
       assert error.kind == :bad_request
       assert error.message =~ "telemetry = false"
       assert {:ok, 3} = Pool.execute(daemon.node, "python.operator.add", [1, 2])
+
+      # The event-driven metrics stay at zero, and the gauges read at scrape time still work.
+      page = Obs.scrape(port)
+      assert Obs.sample_sum(page, "snakepit_requests_total") == 0
+      assert Obs.sample_sum(page, "snakepit_request_duration_seconds_count") == 0
+      assert Obs.sample_sum(page, "snakepit_workers", state: "idle") == 1
     end
 
     test "subscribers of a node that goes down are removed" do

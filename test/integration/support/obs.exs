@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Helpers for the observability tests: the daemon with its HTTP endpoint on a free loopback port,
-# raw HTTP requests over :gen_tcp (so that tests control every byte), the /metrics page as
-# samples, JSON checked by /usr/bin/python3, and a real Prometheus server.
+# raw HTTP requests over :gen_tcp, the /metrics page as samples, JSON checked by /usr/bin/python3,
+# and a real Prometheus server. Raw requests let the tests control every byte they send.
 
 defmodule Snakepit.Test.Obs do
   alias Snakepit.Test.{Daemon, OsProcess, Pool, Redis}
