@@ -2,10 +2,12 @@
 /*
  * Node publication, handshakes and message dispatch.
  *
- * Handshakes run on DIST_ACCEPTOR_THREADS threads, each blocked in ei_accept_tmo on the shared
- * listen socket, so a peer that stalls mid-handshake holds one thread for at most the handshake
- * timeout and never the loop. A finished handshake hands its socket to the loop through a
- * mutex-protected queue and an ev_async; from then on only the loop thread touches it.
+ * The loop accepts connections itself and runs each handshake (ei_accept_tmo is blocking) on a
+ * thread of its own, at most DIST_MAX_HANDSHAKES at once. So a peer that stalls mid-handshake
+ * holds one thread for at most the handshake timeout, and never the loop or another peer's
+ * handshake. ei gets the accepted socket through a socket callback set whose accept returns it.
+ * A finished handshake hands its socket to the loop through a mutex-protected queue and an
+ * ev_async. From then on only the loop thread touches it.
  */
 #include "dist.h"
 
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "dist_conn.h"
@@ -48,8 +51,14 @@ struct Dist {
     int port;
     int epmd_fd;
     atomic_bool stopping;
-    pthread_t acceptors[DIST_ACCEPTOR_THREADS];
-    unsigned acceptor_count;
+    ev_io listen_watcher;
+
+    /* Sockets in a handshake, so that a shutdown can cut them short. */
+    pthread_mutex_t handshake_lock;
+    pthread_cond_t handshake_done;
+    int handshake_fds[DIST_MAX_HANDSHAKES];
+    unsigned handshake_count;
+    LogRateLimit reject_ratelimit;
 
     pthread_mutex_t pending_lock;
     PendingConn pending[DIST_PENDING_MAX];
@@ -233,7 +242,7 @@ static DistCaller *caller_new(DistConn *conn, const DistCall *call)
     return caller;
 }
 
-/* Reply to a call that this layer answers itself; `reply` is built by the caller. */
+/* Reply to a call that this layer handles itself; the caller builds `reply`. */
 static void reply_now(Dist *d, DistConn *conn, const DistCall *call, const ei_x_buff *reply)
 {
     DistCaller *caller = caller_new(conn, call);
@@ -257,7 +266,7 @@ static void reply_error_now(Dist *d, DistConn *conn, const DistCall *call, Error
     ei_x_free(&x);
 }
 
-/* net_kernel's {is_auth, Node}: the handshake already checked the cookie, so the answer is yes. */
+/* net_kernel's {is_auth, Node}: the handshake already checked the cookie, so the reply is yes. */
 static void handle_net_kernel(Dist *d, DistConn *conn, const DistCall *call)
 {
     ei_x_buff x;
@@ -336,7 +345,7 @@ static void on_conn_message(void *userdata, DistConn *conn, const char *body, si
 
 /*
  * The call inside an oversized frame gets a too_large error when its head fits in the kept
- * prefix; the rest of the frame was dropped without being buffered.
+ * prefix. The rest of the frame was dropped without being buffered.
  */
 static void on_conn_oversize(void *userdata, DistConn *conn, const char *prefix,
                              size_t prefix_len, size_t frame_len)
@@ -459,46 +468,181 @@ static void log_handshake_failure(Dist *d, const ErlConnect *conp, int err)
                 addr, conp->nodename, err, dropped);
 }
 
-static void *acceptor_main(void *arg)
+/*
+ * ei's socket callbacks with accept replaced: it returns the socket the loop accepted for this
+ * thread's handshake. Everything else is ei's default TCP code, and a socket's ctx is its fd as
+ * in the default set. EI_SCLBK_FLG_FULL_IMPL makes ei call accept at once instead of waiting for
+ * the listen socket; reads and writes are bounded by SO_RCVTIMEO and SO_SNDTIMEO instead.
+ */
+/*
+ * NOTE: libei exports its default callback set but ei.h does not declare it (OTP 25's
+ * erl_interface 5.3). It is linked from the same libei.a as the rest of ei.
+ */
+extern ei_socket_callbacks ei_default_socket_callbacks;
+
+static __thread int handshake_fd = -1;
+static Dist *handshake_dist; /* the one Dist of the process, for the close callback */
+static ei_socket_callbacks handshake_callbacks;
+
+static int handshake_accept(void **ctx, void *addr, int *len, unsigned tmo)
 {
-    Dist *d = arg;
+    socklen_t addr_len = (socklen_t)*len;
+
+    if (handshake_fd < 0) {
+        return EBADF;
+    }
+    if (getpeername(handshake_fd, addr, &addr_len) == 0) {
+        *len = (int)addr_len;
+    }
+    *ctx = (void *)(long)handshake_fd;
+    return 0;
+}
+
+static void handshake_forget(Dist *d, int fd)
+{
+    pthread_mutex_lock(&d->handshake_lock);
+    for (unsigned i = 0; i < d->handshake_count; i++) {
+        if (d->handshake_fds[i] == fd) {
+            d->handshake_fds[i] = d->handshake_fds[--d->handshake_count];
+            break;
+        }
+    }
+    pthread_cond_broadcast(&d->handshake_done);
+    pthread_mutex_unlock(&d->handshake_lock);
+}
+
+/* Close under the lock, so a shutdown never calls shutdown(2) on a reused fd number. */
+static int handshake_close(void *ctx)
+{
+    int fd = (int)(long)ctx;
+    Dist *d = handshake_dist;
+
+    if (d) {
+        pthread_mutex_lock(&d->handshake_lock);
+        for (unsigned i = 0; i < d->handshake_count; i++) {
+            if (d->handshake_fds[i] == fd) {
+                d->handshake_fds[i] = -1;
+            }
+        }
+        int r = ei_default_socket_callbacks.close(ctx);
+        pthread_mutex_unlock(&d->handshake_lock);
+        return r;
+    }
+    return ei_default_socket_callbacks.close(ctx);
+}
+
+static void set_io_timeout(int fd, unsigned ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+typedef struct {
+    Dist *dist;
+    int fd;
+} HandshakeJob;
+
+static void *handshake_main(void *arg)
+{
+    HandshakeJob job = *(HandshakeJob *)arg;
+    Dist *d = job.dist;
     ei_cnode ec = d->ec; /* a private copy: ei_accept writes per-call state into it */
+    ErlConnect conp;
 
-    while (!atomic_load(&d->stopping)) {
-        ErlConnect conp;
-        memset(&conp, 0, sizeof(conp));
-        int fd = ei_accept_tmo(&ec, d->listen_fd, &conp, d->config.handshake_timeout_ms);
-        if (fd < 0) {
-            int err = erl_errno;
-            if (atomic_load(&d->stopping)) {
-                break;
-            }
-            if (err == ETIMEDOUT && conp.nodename[0] == '\0') {
-                continue; /* no peer during the timeout */
-            }
+    free(arg);
+    memset(&conp, 0, sizeof(conp));
+    handshake_fd = job.fd;
+    int fd = ei_accept_tmo(&ec, d->listen_fd, &conp, d->config.handshake_timeout_ms);
+    int err = erl_errno;
+    handshake_fd = -1;
+    if (fd < 0) {
+        if (!atomic_load(&d->stopping)) {
             log_handshake_failure(d, &conp, err);
-            continue;
         }
-        set_cloexec(fd);
-        set_nonblocking(fd);
+        handshake_forget(d, -1);
+        handshake_forget(d, job.fd);
+        return NULL;
+    }
+    set_io_timeout(fd, 0);
+    set_nonblocking(fd);
 
-        pthread_mutex_lock(&d->pending_lock);
-        if (d->pending_count < DIST_PENDING_MAX) {
-            PendingConn *p = &d->pending[d->pending_count++];
-            p->fd = fd;
-            snprintf(p->node, sizeof(p->node), "%s", conp.nodename);
-            fd = -1;
-        }
-        pthread_mutex_unlock(&d->pending_lock);
-        if (fd >= 0) {
-            log_warning("Rejected node %s: too many connections waiting for the loop",
-                        conp.nodename);
-            ei_close_connection(fd);
-            continue;
-        }
+    pthread_mutex_lock(&d->pending_lock);
+    bool queued = !atomic_load(&d->stopping) && d->pending_count < DIST_PENDING_MAX;
+    if (queued) {
+        PendingConn *p = &d->pending[d->pending_count++];
+        p->fd = fd;
+        snprintf(p->node, sizeof(p->node), "%s", conp.nodename);
         ev_async_send(d->loop, &d->pending_async);
     }
+    pthread_mutex_unlock(&d->pending_lock);
+    if (!queued) {
+        log_warning("Rejected node %s: too many connections waiting for the loop",
+                    conp.nodename);
+        ei_close_connection(fd);
+    }
+    handshake_forget(d, fd);
     return NULL;
+}
+
+/* Start a handshake thread for an accepted socket, unless too many are running. */
+static void handshake_start(Dist *d, int fd)
+{
+    pthread_attr_t attr;
+    pthread_t thread;
+    unsigned dropped;
+    HandshakeJob *job = malloc(sizeof(*job));
+
+    pthread_mutex_lock(&d->handshake_lock);
+    bool full = d->handshake_count >= DIST_MAX_HANDSHAKES;
+    if (!full && job) {
+        d->handshake_fds[d->handshake_count++] = fd;
+    }
+    pthread_mutex_unlock(&d->handshake_lock);
+    if (full || !job) {
+        if (log_ratelimit_check(&d->reject_ratelimit, log_now_ms(), &dropped)) {
+            log_warning("Rejected a connection: %u handshakes are in progress, the maximum "
+                        "(%u similar rejections not logged)",
+                        DIST_MAX_HANDSHAKES, dropped);
+        }
+        free(job);
+        close(fd);
+        return;
+    }
+    set_io_timeout(fd, d->config.handshake_timeout_ms);
+    job->dist = d;
+    job->fd = fd;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int r = pthread_create(&thread, &attr, handshake_main, job);
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+        log_error_errno(-r, "Failed to start a handshake thread");
+        free(job);
+        handshake_forget(d, fd);
+        close(fd);
+    }
+}
+
+static void listen_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    Dist *d = w->data;
+
+    for (;;) {
+        int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                log_warning_errno(-errno, "Failed to accept a connection");
+            }
+            return;
+        }
+        handshake_start(d, fd);
+    }
 }
 
 /* ---- Start and stop ---- */
@@ -560,6 +704,7 @@ static int dist_listen_and_publish(Dist *d)
         return log_error_errno(-EIO, "Failed to open the distribution listen socket");
     }
     set_cloexec(d->listen_fd);
+    set_nonblocking(d->listen_fd);
     d->epmd_fd = ei_publish(&d->ec, d->port);
     if (d->epmd_fd < 0) {
         log_error("Failed to register node %s with epmd: the name '%s' is already registered "
@@ -599,6 +744,9 @@ int dist_start(struct ev_loop *loop, const DistConfig *config, const DistHandler
         .idle_timeout_ms = config->peer_idle_timeout_ms,
     };
     d->handshake_ratelimit = (LogRateLimit)LOG_RATELIMIT_INIT(10000, 1);
+    d->reject_ratelimit = (LogRateLimit)LOG_RATELIMIT_INIT(10000, 1);
+    pthread_mutex_init(&d->handshake_lock, NULL);
+    pthread_cond_init(&d->handshake_done, NULL);
     pthread_mutex_init(&d->pending_lock, NULL);
     pthread_mutex_init(&d->ratelimit_lock, NULL);
     ev_async_init(&d->pending_async, pending_async_cb);
@@ -606,7 +754,13 @@ int dist_start(struct ev_loop *loop, const DistConfig *config, const DistHandler
     ev_async_start(loop, &d->pending_async);
 
     ei_init();
-    if (ei_connect_xinit(&d->ec, host, alive, config->node_name, NULL, config->cookie, 0) < 0) {
+    handshake_callbacks = ei_default_socket_callbacks;
+    handshake_callbacks.flags = EI_SCLBK_FLG_FULL_IMPL;
+    handshake_callbacks.EI_ACCEPT_NAME = handshake_accept;
+    handshake_callbacks.close = handshake_close;
+    handshake_dist = d;
+    if (ei_connect_xinit_ussi(&d->ec, host, alive, config->node_name, NULL, config->cookie, 0,
+                              &handshake_callbacks, sizeof(handshake_callbacks), NULL) < 0) {
         r = log_error_errno(-EINVAL, "Failed to initialise node %s", config->node_name);
         goto fail;
     }
@@ -614,19 +768,21 @@ int dist_start(struct ev_loop *loop, const DistConfig *config, const DistHandler
     if (r < 0) {
         goto fail;
     }
-    for (unsigned i = 0; i < DIST_ACCEPTOR_THREADS; i++) {
-        r = -pthread_create(&d->acceptors[i], NULL, acceptor_main, d);
-        if (r < 0) {
-            log_error_errno(r, "Failed to start an acceptor thread");
-            goto fail;
-        }
-        d->acceptor_count++;
-    }
+    ev_io_init(&d->listen_watcher, listen_cb, d->listen_fd, EV_READ);
+    d->listen_watcher.data = d;
+    ev_io_start(loop, &d->listen_watcher);
     *out = d;
     return 0;
 fail:
     dist_free(d);
     return r;
+}
+
+size_t dist_pending_bytes(const Dist *d, const char *node)
+{
+    DistConn *conn = d ? find_conn_by_node(d, node) : NULL;
+
+    return conn ? dist_conn_pending_bytes(conn) : 0;
 }
 
 void dist_make_ref(Dist *d, erlang_ref *out)
@@ -639,14 +795,18 @@ void dist_stop_accepting(Dist *d)
     if (!d || atomic_exchange(&d->stopping, true)) {
         return;
     }
-    /* Wakes the threads blocked in accept(2) at once instead of after their timeout. */
-    if (d->listen_fd >= 0) {
-        shutdown(d->listen_fd, SHUT_RDWR);
+    ev_io_stop(d->loop, &d->listen_watcher);
+    /* Cut handshakes in progress short and wait for their threads, which use the Dist. */
+    pthread_mutex_lock(&d->handshake_lock);
+    for (unsigned i = 0; i < d->handshake_count; i++) {
+        if (d->handshake_fds[i] >= 0) {
+            shutdown(d->handshake_fds[i], SHUT_RDWR);
+        }
     }
-    for (unsigned i = 0; i < d->acceptor_count; i++) {
-        pthread_join(d->acceptors[i], NULL);
+    while (d->handshake_count > 0) {
+        pthread_cond_wait(&d->handshake_done, &d->handshake_lock);
     }
-    d->acceptor_count = 0;
+    pthread_mutex_unlock(&d->handshake_lock);
     if (d->epmd_fd >= 0) {
         close(d->epmd_fd);
         d->epmd_fd = -1;
@@ -676,5 +836,8 @@ void dist_free(Dist *d)
     ev_async_stop(d->loop, &d->pending_async);
     pthread_mutex_destroy(&d->pending_lock);
     pthread_mutex_destroy(&d->ratelimit_lock);
+    pthread_mutex_destroy(&d->handshake_lock);
+    pthread_cond_destroy(&d->handshake_done);
+    handshake_dist = NULL;
     free(d);
 }

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The Erlang distribution side of the daemon: publishes the node with epmd, runs handshakes on
- * acceptor threads (ei_accept is blocking), then owns each peer socket on the libev loop with
- * non-blocking reads, per-peer write buffers and tick replies, so that one slow or stalled peer
- * never delays another. Calls to the registered name reach the handler; `net_kernel` is_auth
+ * The Erlang distribution side of the daemon. It publishes the node with epmd and runs
+ * handshakes on acceptor threads, because ei_accept is blocking. Then it owns each peer socket on
+ * the libev loop with non-blocking reads, per-peer write buffers and tick replies, so one slow or
+ * stalled peer does not delay another. Calls to the registered name reach the handler; `net_kernel` is_auth
  * calls are answered here so Node.ping/1 returns pong.
  */
 #pragma once
@@ -18,12 +18,12 @@
 #define DIST_MAX_CONNECTIONS_DEFAULT 1024u
 #define DIST_MAX_OUTPUT_BYTES_DEFAULT (256u * 1024 * 1024)
 #define DIST_HANDSHAKE_TIMEOUT_MS_DEFAULT 5000u
-#define DIST_ACCEPTOR_THREADS 4u
+#define DIST_MAX_HANDSHAKES 64u /* handshakes in progress at once, one thread each */
 #define DIST_PEER_IDLE_TIMEOUT_MS_DEFAULT 240000u
 
 typedef struct Dist Dist;
 
-/* Where a call came from: owned by whoever holds it until dist_reply() consumes it. */
+/* Where a call came from. Its holder owns it until dist_reply() consumes it. */
 typedef struct DistCaller {
     uint64_t conn_id;
     char node[MAXNODELEN + 1];
@@ -59,7 +59,7 @@ typedef struct {
 /*
  * Listen, publish the node with epmd and start the acceptor threads. Returns 0, -ECONNREFUSED
  * when epmd cannot be reached, -EADDRINUSE when the name is already registered, or another
- * negative errno; a message naming the cause has been logged.
+ * negative errno. A message naming the cause has been logged.
  */
 int dist_start(struct ev_loop *loop, const DistConfig *config, const DistHandlers *handlers,
                void *userdata, Dist **out);
@@ -86,6 +86,9 @@ void dist_caller_free(DistCaller *caller);
 
 /* Send a message term (no version byte) to a remote pid. Returns 0 or -ENOTCONN. */
 int dist_send(Dist *dist, const erlang_pid *to, const char *message, size_t len);
+
+/* Bytes queued for `node` and not yet written to its socket (0 when it is not connected). */
+size_t dist_pending_bytes(const Dist *dist, const char *node);
 
 /* Make a new reference of this node. */
 void dist_make_ref(Dist *dist, erlang_ref *out);

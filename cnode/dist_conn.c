@@ -83,6 +83,11 @@ uint64_t dist_conn_id(const DistConn *c)
     return c->id;
 }
 
+size_t dist_conn_pending_bytes(const DistConn *c)
+{
+    return c->out.bytes;
+}
+
 const char *dist_conn_node(const DistConn *c)
 {
     return c->node;

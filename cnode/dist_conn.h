@@ -38,6 +38,7 @@ DistConn *dist_conn_new(struct ev_loop *loop, int fd, const char *node, uint64_t
                         void *userdata);
 
 uint64_t dist_conn_id(const DistConn *conn);
+size_t dist_conn_pending_bytes(const DistConn *conn);
 const char *dist_conn_node(const DistConn *conn);
 
 /*

@@ -188,6 +188,13 @@ static int pool_send(void *userdata, const erlang_pid *to, const char *message, 
     return dist_send(d->dist, to, message, len);
 }
 
+static size_t pool_pending_bytes(void *userdata, const char *node)
+{
+    Daemon *d = userdata;
+
+    return dist_pending_bytes(d->dist, node);
+}
+
 static void pool_make_ref(void *userdata, erlang_ref *out)
 {
     Daemon *d = userdata;
@@ -225,6 +232,7 @@ static const WorkerPoolHooks pool_hooks = {
     .drop = pool_drop,
     .send = pool_send,
     .make_ref = pool_make_ref,
+    .pending_bytes = pool_pending_bytes,
     .on_ready = pool_ready,
     .on_session_bound = pool_session_bound,
     .on_session_request = pool_session_request,

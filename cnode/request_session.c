@@ -182,6 +182,76 @@ static void on_value(int status, StoreBytes value, void *userdata)
     free(op);
 }
 
+/*
+ * Compute the reply bytes of a dump's variables: each name is a binary (tag, 4-byte length,
+ * bytes) and each value its stored term without the version byte. Returns -EPROTO when a value
+ * is not a stored term.
+ */
+static int dump_vars_size(const StoreVar *vars, size_t var_count, size_t *size)
+{
+    size_t total = 0;
+
+    for (size_t i = 0; i < var_count; i++) {
+        if (vars[i].value.len < 2 || vars[i].value.data[0] != SESSION_ETF_VERSION) {
+            return -EPROTO;
+        }
+        total += 5 + vars[i].name.len + vars[i].value.len - 1;
+    }
+    *size = total;
+    return 0;
+}
+
+/*
+ * Reply to a dump. The size is computed before the variables are encoded, so a dump over the
+ * message size limit is rejected without building it.
+ */
+static void on_dump(int status, const StoreSession *session, const StoreVar *vars,
+                    size_t var_count, void *userdata)
+{
+    SessionOp *op = userdata;
+    Daemon *d = op->daemon;
+    char message[600];
+    size_t size = 0;
+    ei_x_buff x;
+
+    if (status < 0) {
+        reply_store_error(d, op->caller, status, op);
+    } else if (dump_vars_size(vars, var_count, &size) < 0) {
+        log_warning("Failed to dump session '%.*s': a value is not in external term format",
+                    (int)op->id_len, op->id);
+        request_reply_error(d, op->caller, ERROR_ENCODE_ERROR,
+                            "a stored value is not in external term format");
+    } else if (ei_x_new(&x) < 0) {
+        request_reply_error(d, op->caller, ERROR_OVERLOADED, "out of memory");
+    } else {
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, "ok");
+        ei_x_encode_map_header(&x, 2);
+        ei_x_encode_atom(&x, "session");
+        encode_session(&x, session);
+        ei_x_encode_atom(&x, "vars");
+        ei_x_encode_map_header(&x, (long)var_count);
+        size += (size_t)x.index;
+        if (size > d->config->max_message_bytes) {
+            snprintf(message, sizeof(message),
+                     "the dump of session '%.*s' is %zu bytes, over the message size limit of "
+                     "%zu bytes",
+                     (int)op->id_len, op->id, size, d->config->max_message_bytes);
+            log_warning("Rejected a dump for node %s: %s", op->caller->node, message);
+            request_reply_error(d, op->caller, ERROR_TOO_LARGE, message);
+        } else {
+            for (size_t i = 0; i < var_count; i++) {
+                ei_x_encode_binary(&x, vars[i].name.data, (long)vars[i].name.len);
+                ei_x_append_buf(&x, (const char *)vars[i].value.data + 1,
+                                (int)vars[i].value.len - 1);
+            }
+            request_reply(d, op->caller, x.buff, (size_t)x.index);
+        }
+        ei_x_free(&x);
+    }
+    free(op);
+}
+
 static void on_list(int status, const StoreBytes *ids, size_t count, uint64_t next_cursor,
                     void *userdata)
 {
@@ -328,10 +398,16 @@ static void bad_session_request(Daemon *d, DistCaller *caller, const char *op)
 {
     char message[512];
 
-    snprintf(message, sizeof(message),
-             "invalid {:session, :%s, ...} request: ids and names are binaries of 1 to %d "
-             "bytes; see the session request table in the documentation",
-             op, STORE_ID_MAX_BYTES);
+    if (op[0] == '\0') {
+        snprintf(message, sizeof(message),
+                 "invalid session request: expected {:session, op, ...} with op one of create, "
+                 "get, put, delete, touch, list or dump");
+    } else {
+        snprintf(message, sizeof(message),
+                 "invalid {:session, :%s, ...} request: ids and names are binaries of 1 to %d "
+                 "bytes; see the session request table in the documentation",
+                 op, STORE_ID_MAX_BYTES);
+    }
     request_reply_error(d, caller, ERROR_BAD_REQUEST, message);
 }
 
@@ -402,6 +478,8 @@ void request_session(Daemon *d, DistCaller *caller, const char *request, size_t 
         store_delete(d->store, id, on_deleted, op);
     } else if (strcmp(op_name, "touch") == 0 && arity == 2) {
         store_touch(d->store, id, on_done, op);
+    } else if (strcmp(op_name, "dump") == 0 && arity == 2) {
+        store_dump(d->store, id, on_dump, op);
     } else {
         goto bad;
     }

@@ -3,7 +3,7 @@
  * Calls and dispatch of a worker pool. A call is a PoolJob: queued FIFO while every worker is
  * busy, then run by one worker. Its timer is first the queue timeout (or the deadline, if that
  * comes sooner), then the deadline; past the deadline the caller gets a timeout error at once,
- * the worker is interrupted with SIGINT, and killed if it has not answered after a grace period.
+ * the worker is interrupted with SIGINT, and killed if it has not replied after a grace period.
  */
 #include <errno.h>
 #include <signal.h>
@@ -146,9 +146,9 @@ static void job_emit_done(PoolJob *job, const char *term, size_t len)
     worker_pool_emit(pool, &event);
 }
 
-/* ---- Answers ---- */
+/* ---- Replies ---- */
 
-/* Wrap a final answer for a stream: {snakepit_stream, Ref, Inner}. */
+/* Wrap the last message of a stream: {snakepit_stream, Ref, Inner}. */
 static int stream_message(const PoolJob *job, ei_x_buff *x, const char *inner, size_t len)
 {
     if (ei_x_encode_tuple_header(x, 3) < 0 || ei_x_encode_atom(x, "snakepit_stream") < 0 ||
@@ -613,12 +613,30 @@ static void on_reply(WorkerPool *pool, Worker *w, uint64_t id, const char *term,
     pool_dispatch(pool);
 }
 
+static void stream_abort(PoolJob *job, Worker *w)
+{
+    job->stream_pid.node[0] = '\0';
+    if (w->pidfd >= 0) {
+        syscall(SYS_pidfd_send_signal, w->pidfd, SIGINT, NULL, 0);
+    }
+}
+
 static void on_chunk(WorkerPool *pool, Worker *w, uint64_t id, const char *term, size_t len)
 {
     PoolJob *job = w->job;
     ei_x_buff x;
 
     if (!job || job->id != id || !job->stream || !job->stream_pid.node[0]) {
+        return;
+    }
+    /* The caller's connection is not draining: end the stream rather than buffer it all. */
+    size_t pending = pool->hooks.pending_bytes(pool->userdata, job->stream_pid.node);
+    if (pending > WORKER_POOL_STREAM_MAX_PENDING_BYTES) {
+        job_answer_error(job, ERROR_OVERLOADED,
+                         "the stream's caller is not keeping up: %zu bytes are waiting for its "
+                         "node (the limit is %u)",
+                         pending, WORKER_POOL_STREAM_MAX_PENDING_BYTES);
+        stream_abort(job, w);
         return;
     }
     if (ei_x_new(&x) < 0) {
@@ -634,10 +652,7 @@ static void on_chunk(WorkerPool *pool, Worker *w, uint64_t id, const char *term,
     ei_x_free(&x);
     if (r < 0) {
         /* The caller is gone or not reading: stop the generator. */
-        job->stream_pid.node[0] = '\0';
-        if (w->pidfd >= 0) {
-            syscall(SYS_pidfd_send_signal, w->pidfd, SIGINT, NULL, 0);
-        }
+        stream_abort(job, w);
         return;
     }
     /* One chunk delivered to the connection: the worker may produce one more. */
@@ -724,6 +739,20 @@ void worker_pool_on_frame(WorkerPool *pool, Worker *w, WorkerFrameType type, uin
 }
 
 /* ---- Worker lifecycle ---- */
+
+void worker_pool_on_idle_tick(WorkerPool *pool, Worker *w)
+{
+    char reason[128];
+
+    if (w->state != WORKER_IDLE) {
+        return;
+    }
+    const char *code = recycle_reason(pool, w, reason, sizeof(reason));
+    if (code) {
+        worker_process_recycle(w, code, reason);
+        pool_top_up(pool);
+    }
+}
 
 void worker_pool_on_zygote_ready(WorkerPool *pool)
 {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * A pool of Python workers: one zygote process per pool that forks the workers, a FIFO queue of
- * calls with a maximum length and a queue timeout, per-call deadlines, heartbeats, restarts with
- * backoff, and recycling by request count, age and resident memory.
+ * A pool of Python workers. One zygote process per pool forks the workers. Calls wait in a FIFO
+ * queue with a maximum length and a queue timeout, and each has a deadline. Workers get
+ * heartbeats, restarts with backoff, and recycling by request count, age and resident memory.
  *
  * Workers are children of the daemon (the zygote double-forks and the daemon is a child
  * subreaper), watched and reaped through pidfds on the daemon's loop.
@@ -62,6 +62,8 @@ typedef struct {
     int (*send)(void *userdata, const erlang_pid *to, const char *message, size_t len);
     /* Report an event; may be NULL. */
     void (*on_event)(void *userdata, const PoolEvent *event);
+    /* Bytes queued for `node` on its connection, for stream backpressure. */
+    size_t (*pending_bytes)(void *userdata, const char *node);
     /* Make a new reference of this node, for a stream's id. */
     void (*make_ref)(void *userdata, erlang_ref *out);
     /* The pool's first worker is ready (called once per pool). */
@@ -70,7 +72,7 @@ typedef struct {
     void (*on_session_bound)(void *userdata, const char *session_id, size_t len,
                              uint32_t worker_id);
     /* Python code of a session call reads or writes a variable: `term` is {get, Name} or
-     * {put, Name, Value} (borrowed); answer with worker_pool_session_reply(). */
+     * {put, Name, Value} (borrowed). Reply with worker_pool_session_reply(). */
     void (*on_session_request)(void *userdata, WorkerPool *pool, uint32_t worker_id,
                                uint64_t call_id, const char *session_id, size_t session_id_len,
                                const char *term, size_t len);
@@ -109,7 +111,7 @@ int worker_pool_new(struct ev_loop *loop, const PoolConfig *config,
                     const WorkerPoolSettings *settings, const WorkerPoolHooks *hooks,
                     void *userdata, WorkerPool **out);
 
-/* Queue or start a call. Always answers the caller, at once (overloaded) or later. */
+/* Queue or start a call. Replies to the caller exactly once, at once (overloaded) or later. */
 void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request);
 
 const char *worker_pool_name(const WorkerPool *pool);
@@ -136,7 +138,7 @@ bool worker_pool_has_worker(const WorkerPool *pool, uint32_t worker_id);
 int worker_pool_encode_info(const WorkerPool *pool, ei_x_buff *x);
 
 /*
- * Answer a session request of call `call_id` on worker `worker_id` with `payload` (a term with
+ * Reply to a session request of call `call_id` on worker `worker_id` with `payload` (a term with
  * version byte, borrowed). Dropped when that worker no longer runs that call.
  */
 void worker_pool_session_reply(WorkerPool *pool, uint32_t worker_id, uint64_t call_id,

@@ -12,6 +12,8 @@
 #define WORKER_POOL_CRASH_LOOP_WINDOW_S 10.0
 #define WORKER_POOL_RESTART_BACKOFF_MIN_S 0.1
 #define WORKER_POOL_RESTART_BACKOFF_MAX_S 30.0
+/* Output waiting for a stream's caller past which the stream ends with overloaded. */
+#define WORKER_POOL_STREAM_MAX_PENDING_BYTES (8u * 1024 * 1024)
 
 typedef enum {
     WORKER_FORKING,  /* FORK sent to the zygote */
@@ -29,7 +31,7 @@ typedef struct PoolJob {
     struct PoolJob *prev;
     WorkerPool *pool;
     uint64_t id;
-    DistCaller *caller; /* NULL once answered */
+    DistCaller *caller; /* NULL once replied to */
     bool stream;
     erlang_ref stream_ref;
     erlang_pid stream_pid;
@@ -142,6 +144,8 @@ void worker_pool_emit(WorkerPool *pool, const PoolEvent *event);
 void worker_pool_emit_worker(WorkerPool *pool, PoolEventType type, const Worker *worker,
                              const char *reason);
 void worker_pool_on_zygote_ready(WorkerPool *pool);
+/* A heartbeat tick of an idle worker: recycle it when it is too old or too large. */
+void worker_pool_on_idle_tick(WorkerPool *pool, Worker *worker);
 void worker_pool_on_worker_ready(WorkerPool *pool, Worker *worker);
 void worker_pool_on_frame(WorkerPool *pool, Worker *worker, WorkerFrameType type, uint64_t id,
                           const char *payload, size_t len);

@@ -353,7 +353,7 @@ static void zygote_on_exit(WorkerPool *pool, const char *status)
     if (pool->freeing) {
         return;
     }
-    /* Forks the old zygote never answered are lost: their slots are forked again. */
+    /* Forks the old zygote never confirmed are lost, so their slots are forked again. */
     for (Worker *w = pool->workers, *next; w; w = next) {
         next = w->next;
         if (w->state == WORKER_FORKING) {
@@ -654,6 +654,7 @@ static void worker_heartbeat_timer_cb(struct ev_loop *loop, ev_timer *timer, int
     if (write(w->heartbeat_fd, &ping, 1) == 1) {
         w->heartbeat_outstanding = true;
     }
+    worker_pool_on_idle_tick(w->pool, w);
 }
 
 void worker_process_kill(Worker *w, int sig, const char *reason)
@@ -684,7 +685,7 @@ void worker_process_recycle(Worker *w, const char *code, const char *reason)
     snprintf(w->stop_reason, sizeof(w->stop_reason), "%s", reason);
     w->state = WORKER_STOPPING;
     w->expected_exit = true;
-    /* Closing its sockets tells the worker to exit; SIGTERM and then SIGKILL make sure. */
+    /* Closing its sockets makes the worker exit. SIGTERM and then SIGKILL make sure it does. */
     ev_io_stop(w->pool->loop, &w->request_read_watcher);
     ev_io_stop(w->pool->loop, &w->request_write_watcher);
     ev_io_stop(w->pool->loop, &w->heartbeat_watcher);

@@ -16,7 +16,7 @@ failed_suites=()
 # Add one suite's counts; a suite that prints no count but fails counts as one failure.
 count() {
     local name=$1 log=$2 rc=$3 line p f
-    line=$(grep -E '^[A-Za-z-]*:? ?[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    line=$(grep -E '^[A-Za-z_-]*:? ?[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
     if [ -n "$line" ]; then
         p=$(sed -E 's/^[^0-9]*([0-9]+) passed.*/\1/' <<<"$line")
         f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")

@@ -69,8 +69,8 @@ defmodule Snakepit.Test.ConnectionsTest do
     assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
   end
 
-  # Connections that send nothing keep acceptor threads in ei_accept_tmo until the handshake
-  # timeout (5 s by default).
+  # Connections that send nothing keep their handshake threads in ei_accept_tmo until the
+  # handshake timeout (5 s by default).
   defp stall_handshakes(daemon, count) do
     sockets =
       for _ <- 1..count do
@@ -82,6 +82,18 @@ defmodule Snakepit.Test.ConnectionsTest do
 
     on_exit(fn -> Enum.each(sockets, &:gen_tcp.close/1) end)
     Process.sleep(200)
+    sockets
+  end
+
+  test "handshakes over the limit of 64 are rejected" do
+    daemon = Daemon.start!()
+    sockets = stall_handshakes(daemon, 64)
+    assert Node.ping(daemon.node) == :pang
+    assert Enum.any?(Daemon.lines(daemon), &(&1 =~ "64 handshakes are in progress"))
+
+    Enum.each(sockets, &:gen_tcp.close/1)
+    Process.sleep(300)
+    assert Node.ping(daemon.node) == :pong
   end
 
   test "a stalled handshake does not delay a new peer" do
@@ -91,13 +103,10 @@ defmodule Snakepit.Test.ConnectionsTest do
     assert ms < 1000, "connecting took #{ms} ms"
   end
 
-  # NOTE: the daemon runs handshakes on four acceptor threads, so four connections that send
-  # nothing delay every new peer until their handshake timeout, and an unauthenticated client
-  # that keeps reconnecting can hold new peers off for good.
-  @tag :known_bug
-  test "stalled handshakes on every acceptor do not delay a new peer" do
+  # Each handshake has a thread of its own, up to 64 at once, so stalled ones delay no one.
+  test "32 stalled handshakes do not delay a new peer" do
     daemon = Daemon.start!()
-    stall_handshakes(daemon, 4)
+    stall_handshakes(daemon, 32)
     assert {:pong, ms} = ping_ms(daemon.node)
     assert ms < 1000, "connecting took #{ms} ms"
   end
@@ -112,7 +121,7 @@ defmodule Snakepit.Test.ConnectionsTest do
 
     assert [_, "0", "1000"] = await!(peer, ~r/^PINGS pong=(\d+) pang=(\d+)$/, 90_000)
 
-    # Handshakes run on acceptor threads: give the last one a moment to finish closing.
+    # Handshakes run on threads of their own: give the last one a moment to finish closing.
     Process.sleep(200)
     assert Proc.fd_count(os_pid) <= fds_before, "fds grew from #{fds_before}"
 
@@ -175,6 +184,18 @@ defmodule Snakepit.Test.ConnectionsTest do
              "nodedown=false connected=true call=:pong"
            ]
 
+    refute Enum.any?(Daemon.lines(daemon), &(&1 =~ "Node #{peer_node} disconnected"))
+  end
+
+  @tag timeout: 60_000
+  test "peer with net_ticktime 4 that only casts stays connected for 12 s" do
+    daemon = Daemon.start!()
+
+    {peer, peer_node} =
+      Peer.start!("casts", [Atom.to_string(daemon.node), "12"], erl: "-kernel net_ticktime 4")
+
+    await!(peer, ~r/^CONNECTED ticktime=4$/, 30_000)
+    assert ["CASTS nodedown=false", "false"] = await!(peer, ~r/^CASTS nodedown=(.*)$/, 30_000)
     refute Enum.any?(Daemon.lines(daemon), &(&1 =~ "Node #{peer_node} disconnected"))
   end
 

@@ -119,15 +119,19 @@ defmodule Snakepit.Test.LifecycleTest do
     end
 
     test "a second SIGTERM during a slow shutdown exits at once" do
-      {:ok, daemon} = Daemon.start()
+      {:ok, daemon} = Daemon.start(args: ["--library", "time", "--pool-size", "1"])
 
-      port = Daemon.dist_port(daemon)
+      # A call in flight keeps the graceful shutdown waiting for its reply.
+      call =
+        Task.async(fn ->
+          GenServer.call(
+            {:snakepit, daemon.node},
+            {:execute, "python.time.sleep", [10], [timeout: 20_000]},
+            30_000
+          )
+        end)
 
-      # A peer that connects and sends nothing keeps an acceptor thread in its handshake, and
-      # the shutdown waits for that thread (up to the handshake timeout, 5 s by default).
-      {:ok, socket} = :gen_tcp.connect(~c"127.0.0.1", port, [:binary, active: false])
-
-      Process.sleep(200)
+      Process.sleep(500)
       OsProcess.signal(daemon.proc, "TERM")
       Process.sleep(500)
       assert OsProcess.exit_status(daemon.proc) == nil, "the shutdown was not slow"
@@ -135,7 +139,7 @@ defmodule Snakepit.Test.LifecycleTest do
       OsProcess.signal(daemon.proc, "TERM")
       assert {:ok, status} = OsProcess.await_exit(daemon.proc, 1000)
       assert status != 0
-      :gen_tcp.close(socket)
+      Task.shutdown(call, :brutal_kill)
       Daemon.stop(daemon)
     end
 

@@ -110,6 +110,18 @@ defmodule Snakepit.Test.RequestsTest do
       assert GenServer.call({:snakepit, node}, :ping) == :pong
     end
 
+    test "deep and wide requests get bad_request", %{node: node} do
+      deep = Enum.reduce(1..1_000_000, [], fn _, acc -> [acc] end)
+      wide = Map.new(1..100_000, &{&1, &1})
+
+      for request <- [deep, {:execute, deep}, wide, List.to_tuple(Enum.to_list(1..70_000))] do
+        assert {:error, %{kind: :bad_request}} =
+                 GenServer.call({:snakepit, node}, request, 10_000)
+      end
+
+      assert GenServer.call({:snakepit, node}, :ping) == :pong
+    end
+
     test "calls to other registered names", %{node: node} do
       assert {:error, %{kind: :bad_request, message: message, retryable: false}} =
                GenServer.call({:some_other_name, node}, :ping)

@@ -20,7 +20,7 @@ if node() == :nonode@nohost do
   System.halt(1)
 end
 
-# Tests tagged :known_bug describe a bug that is still open; they fail until it is fixed.
+# Tests tagged :known_bug describe a bug that is still open, so they fail until it is fixed.
 include_known_bugs = System.get_env("INCLUDE_KNOWN_BUGS") == "1"
 
 ExUnit.start(

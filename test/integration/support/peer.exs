@@ -14,7 +14,7 @@ defmodule Snakepit.Test.PeerMain do
     receive do
       :go -> :ok
     after
-      30_000 -> raise "no go from #{runner}"
+      30_000 -> raise "no :go message from #{runner} within 30 s"
     end
 
     results =
@@ -88,6 +88,16 @@ defmodule Snakepit.Test.PeerMain do
     print_events()
   end
 
+  def main(["casts", daemon, seconds]) do
+    daemon = String.to_atom(daemon)
+    :pong = Node.ping(daemon)
+    Node.monitor(daemon, true)
+    IO.puts("CONNECTED ticktime=#{:net_kernel.get_net_ticktime()}")
+    deadline = System.monotonic_time(:millisecond) + String.to_integer(seconds) * 1000
+    IO.puts("CASTS nodedown=#{cast_until(daemon, deadline, 0)}")
+    Process.sleep(:infinity)
+  end
+
   def main(["flood", daemon]) do
     daemon = String.to_atom(daemon)
     :pong = Node.ping(daemon)
@@ -103,7 +113,22 @@ defmodule Snakepit.Test.PeerMain do
     end
   end
 
-  # Calls whose replies are never read: once this VM is stopped they pile up in the daemon.
+  # Casts every 5 ms, which get no reply, so the daemon sends this node nothing but ticks.
+  defp cast_until(daemon, deadline, count) do
+    receive do
+      {:nodedown, ^daemon} -> "true after #{count} casts"
+    after
+      5 ->
+        if System.monotonic_time(:millisecond) < deadline do
+          GenServer.cast({:snakepit, daemon}, {:noop, count})
+          cast_until(daemon, deadline, count + 1)
+        else
+          "false"
+        end
+    end
+  end
+
+  # Calls in batches of 1000. Once this VM is stopped, their replies pile up in the daemon.
   defp flood(dest) do
     for _ <- 1..1000 do
       :erlang.send(dest, {:"$gen_call", {self(), make_ref()}, :info})
