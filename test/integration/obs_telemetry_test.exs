@@ -181,6 +181,45 @@ defmodule Snakepit.Test.ObsTelemetryTest do
     end
   end
 
+  describe "rejected requests" do
+    test "full queue gives queue.full then exception" do
+      {daemon, port} = Obs.start_daemon!(Obs.ini(1, max_queue: 1))
+      assert :ok = subscribe(daemon.node, [[:snakepit, :request], [:snakepit, :queue]])
+      request = {:execute, "python.pool_fixtures.sleep", [0.5], []}
+      # One call runs, one waits in the queue of length 1, and the third is rejected.
+      tags = for _ <- 1..3, do: Pool.send_call(daemon.node, request)
+      replies = Enum.map(tags, &Pool.await_reply(&1, 5000))
+      assert [{:ok, nil}, {:ok, nil}, {:error, error}] = replies
+      assert error.kind == :overloaded
+
+      events = collect_events(500)
+      rejected = for {event, md} <- events, md.correlation_id == error.correlation_id, do: event
+
+      assert rejected == [
+               [:snakepit, :request, :start],
+               [:snakepit, :queue, :full],
+               [:snakepit, :request, :exception]
+             ]
+
+      page = Obs.scrape(port)
+      assert Obs.sample_sum(page, "snakepit_requests_total", status: "overloaded") == 1
+    end
+
+    # request_execute() answers not_allowed and bad_request itself and never calls
+    # daemon_obs_request_rejected(), so these answers are missing from snakepit_requests_total.
+    @tag :known_bug
+    test "not_allowed call gives no events but is counted" do
+      {daemon, port} = Obs.start_daemon!(Obs.ini(1))
+      assert :ok = subscribe(daemon.node, [[:snakepit]])
+      assert {:error, error} = Pool.execute(daemon.node, "python.subprocess.run", [["id"]])
+      assert error.kind == :not_allowed
+      assert collect_events(300) == []
+      page = Obs.scrape(port)
+      labels = [command: "python.subprocess.run", status: "not_allowed"]
+      assert Obs.sample_sum(page, "snakepit_requests_total", labels) == 1
+    end
+  end
+
   describe "subscriptions" do
     test "invalid subscriptions get bad_request" do
       {daemon, _port} = Obs.start_daemon!(Obs.ini(1))
