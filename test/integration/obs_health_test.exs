@@ -79,6 +79,7 @@ defmodule Snakepit.Test.ObsHealthTest do
 
   test "ready is 503 while a pool is degraded" do
     {daemon, port} = Obs.start_daemon!(Obs.ini(2))
+    Obs.await_idle(port, 2)
     assert code(port, "/health/ready") == 200
     assert {200, "ok 1", ["default 2 false 2 0 0 0"], _} = health(port)
 

@@ -66,10 +66,12 @@ defmodule Snakepit.Test.ObsHttpTest do
       end)
 
     IO.puts("    #{length(results)} requests with a 1 MB line: #{inspect(statuses)}")
-    assert length(results) > 0
+    assert Map.get(statuses, 414, 0) > 0, "no 414 among #{inspect(statuses)}"
 
-    assert Enum.all?(Map.keys(statuses), &(is_integer(&1) and &1 in 400..499)),
-           "responses to a 1 MB request line: #{inspect(statuses)}"
+    # The daemon closes the connection after its 414 while the rest of the line is unread, so
+    # the kernel may reset it, and a reset discards the 414 before the client reads it.
+    rejected? = fn key -> key == :reset or (is_integer(key) and key in 400..499) end
+    assert Enum.all?(Map.keys(statuses), rejected?), "responses: #{inspect(statuses)}"
 
     assert_fast(latencies, "1 MB request lines")
     assert {200, _} = Obs.get(port, "/health/live")

@@ -33,6 +33,8 @@ defmodule Snakepit.Test.ObsTelemetryTest do
   describe "worker events" do
     setup do
       {daemon, port} = Obs.start_daemon!(Obs.ini(2))
+      # The started events of the first workers must not be mistaken for those of replacements.
+      Obs.await_idle(port, 2)
       %{daemon: daemon, port: port}
     end
 

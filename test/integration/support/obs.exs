@@ -34,7 +34,8 @@ defmodule Snakepit.Test.Obs do
   @doc """
   Send `request` (iodata) on a new connection and read until the server closes it or `timeout`
   ms pass. Returns `{:ok, status, body}`, `{:closed, bytes_read}` when the server closed without
-  a status line, or `{:error, reason}` when the connection failed.
+  a status line, `:reset` when it reset the connection before any byte arrived, or
+  `{:error, reason}` when the connection failed.
   """
   def raw_request(port, request, timeout \\ 5000) do
     case :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false], timeout) do
@@ -58,6 +59,7 @@ defmodule Snakepit.Test.Obs do
   defp read_after_send_error(socket, reason) do
     case read_response(socket, "", deadline(1000)) do
       {:closed, ""} -> {:error, {:send, reason}}
+      :reset -> {:error, {:send, reason}}
       other -> other
     end
   end
@@ -69,6 +71,7 @@ defmodule Snakepit.Test.Obs do
 
     case :gen_tcp.recv(socket, 0, left) do
       {:ok, data} -> read_response(socket, acc <> data, deadline)
+      {:error, :econnreset} when acc == "" -> :reset
       {:error, _} -> parse_response(acc)
     end
   end
@@ -85,6 +88,17 @@ defmodule Snakepit.Test.Obs do
     request = "GET #{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     {:ok, status, body} = raw_request(port, request, timeout)
     {status, body}
+  end
+
+  @doc """
+  Wait until `count` workers of `pool` are idle, read from the snakepit_workers gauge: READY
+  comes with the first worker of each pool, and the others may still be starting.
+  """
+  def await_idle(port, count, pool \\ "default") do
+    idle = fn -> sample_sum(scrape(port), "snakepit_workers", pool: pool, state: "idle") end
+
+    Pool.wait_until(fn -> idle.() == count end, 10_000) ||
+      raise "pool #{pool} has #{idle.()} idle workers, expected #{count}"
   end
 
   @doc "The /metrics page."
