@@ -45,6 +45,7 @@ void config_init(Config *c)
     c->peer_idle_timeout_ms = DIST_PEER_IDLE_TIMEOUT_MS_DEFAULT;
     c->max_depth = 256;
     c->shutdown_timeout_ms = 10000;
+    c->telemetry = true;
     snprintf(c->http_listen, sizeof(c->http_listen), "127.0.0.1:9568");
     snprintf(c->store_backend, sizeof(c->store_backend), "memory");
     snprintf(c->store_url, sizeof(c->store_url), "redis://127.0.0.1:6379/0");
@@ -143,6 +144,7 @@ static const KeySpec node_keys[] = {
     UINT(Config, peer_idle_timeout_ms, 1000, 86400000),
     UINT(Config, max_depth, 2, 100000),
     UINT(Config, shutdown_timeout_ms, 0, 600000),
+    BOOL(Config, telemetry),
     {NULL, KEY_STRING, 0, 0, 0, 0},
 };
 

@@ -57,6 +57,7 @@ typedef struct {
     unsigned peer_idle_timeout_ms;
     unsigned max_depth;
     unsigned shutdown_timeout_ms;
+    bool telemetry; /* false: no telemetry events and no event-driven metrics */
 
     /* [http] */
     char http_listen[256]; /* ADDR:PORT or "off" */

@@ -18,6 +18,21 @@
 #include "telemetry.h"
 #include "text_buffer.h"
 
+/* Crashes whose replacement worker is not up yet, per pool. The oldest is paired first. */
+#define DAEMON_OBS_PENDING_RESTARTS_MAX 64
+
+typedef struct {
+    uint32_t worker_id;
+    const char *reason; /* a string literal of the pool's crash reasons */
+} PendingRestart;
+
+typedef struct {
+    PendingRestart ring[DAEMON_OBS_PENDING_RESTARTS_MAX];
+    unsigned head;
+    unsigned count;
+    uint64_t restarts; /* restarted events of this pool so far */
+} PoolRestarts;
+
 typedef struct Subscription {
     struct Subscription *next;
     Daemon *daemon;
@@ -31,7 +46,7 @@ struct DaemonObs {
     Telemetry *telemetry;
     HttpServer *http;
     Subscription *subscriptions;
-    unsigned pending_restarts[CONFIG_MAX_POOLS];
+    PoolRestarts restarts[CONFIG_MAX_POOLS];
 };
 
 static size_t pool_index(const Daemon *d, const char *name)
@@ -116,7 +131,7 @@ void daemon_obs_emit_simple(Daemon *d, const char *group, const char *name, cons
     TelemetryName event = TELEMETRY_NAME("snakepit", group, name);
     TelemetryField md[] = {TELEMETRY_ATOM(key, atom_value)};
 
-    if (d->obs) {
+    if (d->obs && d->config->telemetry) {
         emit(d->obs, &event, NULL, 0, md, 1);
     }
 }
@@ -133,7 +148,7 @@ static void worker_event(DaemonObs *o, const char *name, const PoolEvent *e, boo
         TELEMETRY_INT("uptime_us", us(e->uptime_s)),
         TELEMETRY_INT("requests", e->requests),
     };
-    TelemetryField md[6] = {
+    TelemetryField md[7] = {
         TELEMETRY_STRING("pool", e->pool),
         TELEMETRY_INT("worker_id", e->worker_id),
         TELEMETRY_INT("os_pid", e->os_pid),
@@ -148,13 +163,47 @@ static void worker_event(DaemonObs *o, const char *name, const PoolEvent *e, boo
     } else if (e->signal >= 0) {
         md[n++] = (TelemetryField)TELEMETRY_INT("signal", e->signal);
     }
+    if (e->correlation_id && e->correlation_id[0]) {
+        md[n++] = (TelemetryField)TELEMETRY_STRING("correlation_id", e->correlation_id);
+    }
     emit(o, &event, m, 2, md, n);
+}
+
+/* Remember a crash, so that the start of its replacement emits worker.restarted. */
+static void push_pending_restart(PoolRestarts *r, const PoolEvent *e)
+{
+    if (r->count == DAEMON_OBS_PENDING_RESTARTS_MAX) {
+        /* More crashes than this wait for a worker: the oldest loses its restarted event. */
+        r->head = (r->head + 1) % DAEMON_OBS_PENDING_RESTARTS_MAX;
+        r->count--;
+    }
+    r->ring[(r->head + r->count) % DAEMON_OBS_PENDING_RESTARTS_MAX] =
+        (PendingRestart){.worker_id = e->worker_id, .reason = e->reason ? e->reason : "exited"};
+    r->count++;
+}
+
+static void emit_restarted(DaemonObs *o, PoolRestarts *r, const PoolEvent *e)
+{
+    PendingRestart previous = r->ring[r->head];
+    TelemetryName name = TELEMETRY_NAME("snakepit", "worker", "restarted");
+
+    r->head = (r->head + 1) % DAEMON_OBS_PENDING_RESTARTS_MAX;
+    r->count--;
+    r->restarts++;
+    TelemetryField m[] = {TELEMETRY_INT("restarts", (int64_t)r->restarts)};
+    TelemetryField md[] = {
+        TELEMETRY_STRING("pool", e->pool),
+        TELEMETRY_INT("worker_id", e->worker_id),
+        TELEMETRY_INT("previous_worker_id", previous.worker_id),
+        TELEMETRY_ATOM("reason", previous.reason),
+    };
+    emit(o, &name, m, 1, md, 4);
 }
 
 static void on_worker_started(Daemon *d, const PoolEvent *e)
 {
     DaemonObs *o = d->obs;
-    size_t i = pool_index(d, e->pool);
+    PoolRestarts *restarts = &o->restarts[pool_index(d, e->pool)];
     TelemetryName started = TELEMETRY_NAME("snakepit", "worker", "started");
     TelemetryField m[] = {TELEMETRY_INT("startup_us", us(e->duration_s))};
     TelemetryField md[] = {
@@ -164,11 +213,20 @@ static void on_worker_started(Daemon *d, const PoolEvent *e)
     };
 
     emit(o, &started, m, 1, md, 3);
-    if (o->pending_restarts[i] > 0) {
-        o->pending_restarts[i]--;
-        TelemetryName restarted = TELEMETRY_NAME("snakepit", "worker", "restarted");
-        emit(o, &restarted, NULL, 0, md, 2);
+    if (restarts->count > 0) {
+        emit_restarted(o, restarts, e);
     }
+}
+
+/* Whether the error kind named `name` is retryable; false for a name that is no kind. */
+static bool kind_name_retryable(const char *name)
+{
+    for (int k = 0; k < ERROR_KIND_COUNT; k++) {
+        if (strcmp(error_kind_name((ErrorKind)k), name) == 0) {
+            return error_kind_retryable((ErrorKind)k);
+        }
+    }
+    return false;
 }
 
 static void on_call_done(Daemon *d, const PoolEvent *e)
@@ -181,7 +239,7 @@ static void on_call_done(Daemon *d, const PoolEvent *e)
         TELEMETRY_INT("duration_us", us(e->duration_s)),
         TELEMETRY_INT("queue_time_us", us(e->queue_s)),
     };
-    TelemetryField md[6] = {
+    TelemetryField md[7] = {
         TELEMETRY_STRING("correlation_id", e->correlation_id ? e->correlation_id : ""),
         TELEMETRY_STRING("pool", e->pool),
         TELEMETRY_STRING("command", e->command ? e->command : ""),
@@ -191,6 +249,7 @@ static void on_call_done(Daemon *d, const PoolEvent *e)
 
     if (!ok) {
         md[n++] = (TelemetryField)TELEMETRY_ATOM("kind", e->status);
+        md[n++] = (TelemetryField)TELEMETRY_BOOL("retryable", kind_name_retryable(e->status));
         if (e->error_type) {
             md[n++] = (TelemetryField)TELEMETRY_STRING("error_type", e->error_type);
         }
@@ -209,6 +268,9 @@ void daemon_obs_pool_event(Daemon *d, const PoolEvent *e)
     DaemonObs *o = d->obs;
     MetricsProduct *p = &o->product;
 
+    if (!d->config->telemetry) {
+        return;
+    }
     switch (e->type) {
     case POOL_EVENT_WORKER_STARTED:
         on_worker_started(d, e);
@@ -217,7 +279,7 @@ void daemon_obs_pool_event(Daemon *d, const PoolEvent *e)
         worker_event(o, "crashed", e, true);
         metrics_counter_inc(metrics_counter_get(p->worker_restarts_total,
                                                 METRICS_LABELS(e->pool, e->reason)));
-        o->pending_restarts[pool_index(d, e->pool)]++;
+        push_pending_restart(&o->restarts[pool_index(d, e->pool)], e);
         break;
     case POOL_EVENT_WORKER_RECYCLED:
         worker_event(o, "recycled", e, true);
@@ -273,6 +335,9 @@ void daemon_obs_request_start(Daemon *d, const char *correlation_id, const char 
     };
     size_t n = 4;
 
+    if (!d->config->telemetry) {
+        return;
+    }
     if (session_id) {
         md[n++] = (TelemetryField)TELEMETRY_STRING("session_id", session_id);
     }
@@ -282,6 +347,9 @@ void daemon_obs_request_start(Daemon *d, const char *correlation_id, const char 
 void daemon_obs_request_rejected(Daemon *d, const char *pool, const char *command,
                                  ErrorKind kind)
 {
+    if (!d->config->telemetry) {
+        return;
+    }
     count_request(d->obs, pool, command, error_kind_name(kind));
 }
 
@@ -377,6 +445,11 @@ void daemon_obs_subscribe(Daemon *d, DistCaller *caller, const char *request, in
     erlang_pid pid;
     size_t n = 0;
 
+    if (!d->config->telemetry) {
+        request_reply_error(d, caller, ERROR_BAD_REQUEST,
+                            "telemetry is off: the config sets [node] telemetry = false");
+        return;
+    }
     if (arity != 2 || ei_decode_pid(request, &index, &pid) < 0 ||
         decode_prefixes(request, &index, prefixes, &n, atoms) < 0) {
         reply_atom_or_error(d, caller, -EINVAL, "invalid subscription");

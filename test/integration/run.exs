@@ -4,11 +4,13 @@
 #   elixir --sname runner --cookie COOKIE test/integration/run.exs [TEST_FILE[:LINE]...]
 # The runner must be a distributed node: the tests call the daemon over the distribution.
 # $SNAKEPIT_SUITE names the suite (default core). Without TEST_FILE arguments the pool suite runs
-# pool_*_test.exs and session_*_test.exs, and the core suite every other *_test.exs here.
+# pool_*_test.exs and session_*_test.exs, the observability suite obs_*_test.exs, and the core
+# suite every other *_test.exs here.
 # The last line is "SUITE: N passed, N failed"; the exit status is 1 when a test failed.
 
 Code.require_file("support/daemon.exs", __DIR__)
 Code.require_file("support/pool.exs", __DIR__)
+Code.require_file("support/obs.exs", __DIR__)
 
 suite = System.get_env("SNAKEPIT_SUITE", "core")
 
@@ -28,13 +30,19 @@ ExUnit.start(
   exclude: if(include_known_bugs, do: [], else: [:known_bug])
 )
 
-pool_file? = &String.starts_with?(Path.basename(&1), ["pool_", "session_"])
+suite_of = fn file ->
+  cond do
+    String.starts_with?(Path.basename(file), ["pool_", "session_"]) -> "pool"
+    String.starts_with?(Path.basename(file), "obs_") -> "observability"
+    true -> "core"
+  end
+end
 
 files =
   case System.argv() do
     [] ->
       Path.wildcard(Path.join(__DIR__, "*_test.exs"))
-      |> Enum.filter(&(pool_file?.(&1) == (suite == "pool")))
+      |> Enum.filter(&(suite_of.(&1) == suite))
 
     given ->
       given

@@ -66,6 +66,28 @@ defmodule Snakepit.Test.PeerMain do
     Process.sleep(:infinity)
   end
 
+  # Subscribe N processes to every telemetry event. The first prints one line per event.
+  def main(["subscribe", daemon, n]) do
+    daemon = String.to_atom(daemon)
+    :ok = GenServer.call({:snakepit, daemon}, {:subscribe, self(), [[:snakepit]]})
+
+    for _ <- 2..String.to_integer(n)//1 do
+      parent = self()
+
+      spawn(fn ->
+        send(parent, GenServer.call({:snakepit, daemon}, {:subscribe, self(), [[:snakepit]]}))
+        Process.sleep(:infinity)
+      end)
+
+      receive do
+        :ok -> :ok
+      end
+    end
+
+    IO.puts("SUBSCRIBED #{n}")
+    print_events()
+  end
+
   def main(["casts", daemon, seconds]) do
     daemon = String.to_atom(daemon)
     :pong = Node.ping(daemon)
@@ -81,6 +103,14 @@ defmodule Snakepit.Test.PeerMain do
     :pong = Node.ping(daemon)
     IO.puts("FLOODING")
     flood({:snakepit, daemon})
+  end
+
+  defp print_events do
+    receive do
+      {:snakepit_telemetry, event, _measurements, _metadata} ->
+        IO.puts("EVENT #{inspect(event)}")
+        print_events()
+    end
   end
 
   # Casts every 5 ms, which get no reply, so the daemon sends this node nothing but ticks.
