@@ -344,13 +344,27 @@ void daemon_obs_request_start(Daemon *d, const char *correlation_id, const char 
     emit(d->obs, &name, m, 1, md, n);
 }
 
-void daemon_obs_request_rejected(Daemon *d, const char *pool, const char *command,
-                                 ErrorKind kind)
+void daemon_obs_request_rejected(Daemon *d, const char *correlation_id, const char *pool,
+                                 const char *command, ErrorKind kind)
 {
     if (!d->config->telemetry) {
         return;
     }
     count_request(d->obs, pool, command, error_kind_name(kind));
+    if (!correlation_id) {
+        return;
+    }
+    /* request.start was emitted, so the request ends with its exception event. */
+    TelemetryName name = TELEMETRY_NAME("snakepit", "request", "exception");
+    TelemetryField m[] = {TELEMETRY_INT("duration_us", 0), TELEMETRY_INT("queue_time_us", 0)};
+    TelemetryField md[] = {
+        TELEMETRY_STRING("correlation_id", correlation_id),
+        TELEMETRY_STRING("pool", pool),
+        TELEMETRY_STRING("command", command),
+        TELEMETRY_ATOM("kind", error_kind_name(kind)),
+        TELEMETRY_BOOL("retryable", error_kind_retryable(kind)),
+    };
+    emit(d->obs, &name, m, 2, md, 5);
 }
 
 /* ---- Subscriptions ---- */

@@ -19,9 +19,12 @@ void daemon_obs_request_start(Daemon *daemon, const char *correlation_id, const 
                               const char *command, const char *caller_node,
                               const char *session_id);
 
-/* A request was answered with an error before it reached a pool: count and emit it. */
-void daemon_obs_request_rejected(Daemon *daemon, const char *pool, const char *command,
-                                 ErrorKind kind);
+/*
+ * A request was answered with an error before it reached a pool: count it, and when its
+ * request.start was emitted (`correlation_id` not NULL), emit its request.exception.
+ */
+void daemon_obs_request_rejected(Daemon *daemon, const char *correlation_id, const char *pool,
+                                 const char *command, ErrorKind kind);
 
 /* `{subscribe, Pid, Prefixes}` and `{unsubscribe, Pid}`; `index` is after the tag atom. */
 void daemon_obs_subscribe(Daemon *daemon, DistCaller *caller, const char *request, int index,

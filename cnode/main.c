@@ -378,6 +378,7 @@ static int start_pools(Daemon *d)
             .max_message_bytes = d->config->max_message_bytes,
             .max_depth = d->config->max_depth,
             .log_level = d->config->log_level,
+            .log_format = d->config->log_format,
         };
         r = worker_pool_new(d->loop, &d->config->pools[i], &settings, &pool_hooks, d,
                             &d->pools[i]);

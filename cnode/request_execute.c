@@ -17,6 +17,7 @@
 #include "store.h"
 
 #define EXECUTE_COMMAND_MAX 1024
+#define EXECUTE_CORRELATION_ID_MAX 40
 #define EXECUTE_SESSION_ID_MAX (STORE_ID_MAX_BYTES + 1) /* bytes, with the NUL */
 
 typedef struct {
@@ -235,9 +236,19 @@ static bool args_shape_valid(const char *buf, int index)
 typedef struct {
     Daemon *daemon;
     size_t pool_index;
-    PoolCallRequest call;
+    PoolCallRequest call; /* its strings point into this struct, which outlives the lookup */
     char session_id[EXECUTE_SESSION_ID_MAX];
+    char command[EXECUTE_COMMAND_MAX];
+    char correlation_id[EXECUTE_CORRELATION_ID_MAX];
 } SessionCall;
+
+/* Count a call rejected before it reached a pool, and reply with its error. */
+static void reject(Daemon *d, DistCaller *caller, const char *pool, const char *command,
+                   const char *correlation_id, ErrorKind kind, const char *message)
+{
+    daemon_obs_request_rejected(d, correlation_id, pool, command, kind);
+    request_reply_error(d, caller, kind, message);
+}
 
 static void on_call_session(int status, const StoreSession *session, void *userdata)
 {
@@ -251,11 +262,13 @@ static void on_call_session(int status, const StoreSession *session, void *userd
             snprintf(message, sizeof(message),
                      "session '%s' not found: create it with {:session, :create, id, opts}",
                      sc->session_id);
-            request_reply_error(d, sc->call.caller, ERROR_SESSION_NOT_FOUND, message);
+            reject(d, sc->call.caller, worker_pool_name(pool), sc->command, sc->correlation_id,
+                   ERROR_SESSION_NOT_FOUND, message);
         } else {
             snprintf(message, sizeof(message), "the %s session store is unavailable: %s",
                      store_backend_name(d->store), strerror(-status));
-            request_reply_error(d, sc->call.caller, ERROR_STORE_UNAVAILABLE, message);
+            reject(d, sc->call.caller, worker_pool_name(pool), sc->command, sc->correlation_id,
+                   ERROR_STORE_UNAVAILABLE, message);
         }
         goto out;
     }
@@ -267,7 +280,8 @@ static void on_call_session(int status, const StoreSession *session, void *userd
                  "timed out or was recycled); its Python state is lost",
                  (long long)session->worker_id, sc->session_id);
         store_set_worker(d->store, session->id, STORE_WORKER_NONE, request_ignore_status, NULL);
-        request_reply_error(d, sc->call.caller, ERROR_SESSION_WORKER_UNAVAILABLE, message);
+        reject(d, sc->call.caller, worker_pool_name(pool), sc->command, sc->correlation_id,
+               ERROR_SESSION_WORKER_UNAVAILABLE, message);
         goto out;
     }
     sc->call.worker_id =
@@ -305,20 +319,20 @@ void request_execute(Daemon *d, DistCaller *caller, const char *request, size_t 
     }
     int args_start = index;
     if (dist_term_skip(request, len, &index) < 0 || !args_shape_valid(request, args_start)) {
-        request_reply_error(d, caller, ERROR_BAD_REQUEST,
+        reject(d, caller, opts.pool, command, NULL, ERROR_BAD_REQUEST,
                             "args must be a list (positional), a map (keyword) or {list, map}");
         return;
     }
     size_t args_len = (size_t)(index - args_start);
     snprintf(opts.pool, sizeof(opts.pool), "default");
     if (parse_opts(request, &index, &opts, err, sizeof(err)) < 0) {
-        request_reply_error(d, caller, ERROR_BAD_REQUEST, err);
+        reject(d, caller, opts.pool, command, NULL, ERROR_BAD_REQUEST, err);
         return;
     }
     size_t pool_index = find_pool(d, opts.pool);
     if (pool_index == SIZE_MAX) {
         snprintf(err, sizeof(err), "unknown pool '%s'", opts.pool);
-        request_reply_error(d, caller, ERROR_BAD_REQUEST, err);
+        reject(d, caller, opts.pool, command, NULL, ERROR_BAD_REQUEST, err);
         return;
     }
     if (opts.timeout_ms == 0) {
@@ -330,7 +344,7 @@ void request_execute(Daemon *d, DistCaller *caller, const char *request, size_t 
                      "command '%s' is not allowed: its module is not a configured library of "
                      "pool '%s'",
                      command, opts.pool);
-            request_reply_error(d, caller, ERROR_NOT_ALLOWED, err);
+            reject(d, caller, opts.pool, command, NULL, ERROR_NOT_ALLOWED, err);
             return;
         }
     } else if (!d->config->pools[pool_index].adapter[0]) {
@@ -338,7 +352,7 @@ void request_execute(Daemon *d, DistCaller *caller, const char *request, size_t 
                  "unknown command '%s': expected python.<module>.<attribute>, and pool '%s' has "
                  "no adapter with tools",
                  command, opts.pool);
-        request_reply_error(d, caller, ERROR_BAD_REQUEST, err);
+        reject(d, caller, opts.pool, command, NULL, ERROR_BAD_REQUEST, err);
         return;
     }
 
@@ -346,11 +360,11 @@ void request_execute(Daemon *d, DistCaller *caller, const char *request, size_t 
     if (build_payload(command, command_len, request + args_start, args_len, &opts, stream,
                       &payload) < 0) {
         ei_x_free(&payload);
-        request_reply_error(d, caller, ERROR_OVERLOADED, "out of memory");
+        reject(d, caller, opts.pool, command, NULL, ERROR_OVERLOADED, "out of memory");
         return;
     }
     /* The correlation id: unique per call and, with the node name, across the cluster. */
-    char correlation_id[40];
+    char correlation_id[EXECUTE_CORRELATION_ID_MAX];
     snprintf(correlation_id, sizeof(correlation_id), "%llx-%llx",
              (unsigned long long)d->start_ms, (unsigned long long)++d->next_correlation);
     daemon_obs_request_start(d, correlation_id, opts.pool, command, caller->node,
@@ -371,7 +385,8 @@ void request_execute(Daemon *d, DistCaller *caller, const char *request, size_t 
     }
     if (memchr(opts.session_id, '\0', (size_t)opts.session_id_len)) {
         free(payload.buff);
-        request_reply_error(d, caller, ERROR_BAD_REQUEST, "session_id must not contain NUL bytes");
+        reject(d, caller, opts.pool, command, correlation_id, ERROR_BAD_REQUEST,
+               "session_id must not contain NUL bytes");
         return;
     }
     SessionCall *sc = calloc(1, sizeof(*sc));
@@ -384,6 +399,10 @@ void request_execute(Daemon *d, DistCaller *caller, const char *request, size_t 
     sc->pool_index = pool_index;
     sc->call = call;
     memcpy(sc->session_id, opts.session_id, (size_t)opts.session_id_len + 1);
+    snprintf(sc->command, sizeof(sc->command), "%s", command);
+    snprintf(sc->correlation_id, sizeof(sc->correlation_id), "%s", correlation_id);
+    sc->call.command = sc->command;
+    sc->call.correlation_id = sc->correlation_id;
     StoreBytes id = {.data = (const uint8_t *)sc->session_id, .len = (size_t)opts.session_id_len};
     store_get(d->store, id, on_call_session, sc);
 }

@@ -40,6 +40,7 @@ enum {
     OPT_MAX_DEPTH,
     OPT_MAX_MESSAGE_BYTES,
     OPT_LOG_LEVEL,
+    OPT_LOG_FORMAT,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -57,6 +58,7 @@ static const struct option worker_options[] = {
     {"max-depth", required_argument, NULL, OPT_MAX_DEPTH},
     {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE_BYTES},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -83,6 +85,7 @@ static void print_usage(FILE *out)
             "  --max-depth N             term nesting limit (default %d)\n"
             "  --max-message-bytes N     message size limit in bytes (default %zu)\n"
             "  --log-level LEVEL         error, warning, notice, info or debug (default info)\n"
+            "  --log-format FORMAT       text or json (default text), as the daemon's\n"
             "  --help                    print this help and exit\n"
             "  --version                 print the version and exit\n",
             ZYGOTE_CONTROL_FD, SNAKEPIT_PYTHONPATH, ETF_PY_MAX_DEPTH_DEFAULT,
@@ -123,6 +126,8 @@ static int parse_bounded(const char *text, unsigned long long min, unsigned long
 }
 
 /* Parse one option into `opts`; returns 0, or the exit status to stop with. */
+static LogFormat worker_log_format = LOG_FORMAT_TEXT;
+
 static int parse_option(int opt, const char *arg, WorkerZygoteOptions *opts, int *log_level)
 {
     unsigned long long v;
@@ -181,6 +186,15 @@ static int parse_option(int opt, const char *arg, WorkerZygoteOptions *opts, int
                                " or debug", arg);
         }
         return 0;
+    case OPT_LOG_FORMAT:
+        if (strcmp(arg, "text") == 0) {
+            worker_log_format = LOG_FORMAT_TEXT;
+        } else if (strcmp(arg, "json") == 0) {
+            worker_log_format = LOG_FORMAT_JSON;
+        } else {
+            return usage_error("invalid --log-format '%s': expected text or json", arg);
+        }
+        return 0;
     default:
         return usage_error("%s", "invalid option");
     }
@@ -237,6 +251,6 @@ int main(int argc, char **argv)
         return usage_error("%s", "missing --daemon-pid PID");
     }
 
-    log_setup("snakepit-worker", log_level, LOG_FORMAT_TEXT);
+    log_setup("snakepit-worker", log_level, worker_log_format);
     return worker_zygote_run(&opts);
 }

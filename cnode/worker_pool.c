@@ -931,6 +931,7 @@ int worker_pool_new(struct ev_loop *loop, const PoolConfig *config,
     pool->max_message_bytes = settings->max_message_bytes;
     pool->max_depth = settings->max_depth;
     pool->log_level = settings->log_level;
+    pool->log_format = settings->log_format;
     pool->hooks = *hooks;
     pool->userdata = userdata;
     pool->zygote.pidfd = -1;

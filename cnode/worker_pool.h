@@ -84,6 +84,7 @@ typedef struct {
     size_t max_message_bytes;
     unsigned max_depth;
     int log_level;
+    LogFormat log_format;
 } WorkerPoolSettings;
 
 typedef enum {

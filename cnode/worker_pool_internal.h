@@ -103,6 +103,7 @@ struct WorkerPool {
     size_t max_message_bytes;
     unsigned max_depth;
     int log_level;
+    LogFormat log_format;
     WorkerPoolHooks hooks;
     void *userdata;
 

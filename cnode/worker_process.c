@@ -228,6 +228,8 @@ static void zygote_argv(const WorkerPool *pool, char **argv, char storage[][64])
     argv[i++] = storage[3];
     argv[i++] = (char *)"--log-level";
     argv[i++] = (char *)(pool->log_level >= LOG_DEBUG ? "debug" : "info");
+    argv[i++] = (char *)"--log-format";
+    argv[i++] = (char *)(pool->log_format == LOG_FORMAT_JSON ? "json" : "text");
     if (pool->config.preload[0]) {
         argv[i++] = (char *)"--preload";
         argv[i++] = (char *)pool->config.preload;

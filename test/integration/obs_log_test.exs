@@ -129,9 +129,7 @@ defmodule Snakepit.Test.ObsLogTest do
     check_lines(run_daemon(), "daemon")
   end
 
-  # The daemon starts snakepit-worker with --log-level only, and the worker always calls
-  # log_setup() with LOG_FORMAT_TEXT, so its lines stay text under --log-format json.
-  @tag :known_bug
+  # The daemon passes its --log-format on to snakepit-worker.
   test "every worker stderr line is JSON" do
     check_lines(run_daemon(), "all")
   end
