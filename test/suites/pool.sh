@@ -25,7 +25,7 @@ if ! command -v redis-server >/dev/null; then
 fi
 
 # epmd has no pid file, so an epmd started here is left running. test/run_all.sh starts one
-# for its run unless one answers, and stops it at the end.
+# for its run unless one already runs, and stops it at the end.
 if ! epmd -names >/dev/null 2>&1; then
     epmd -daemon
     for _ in $(seq 50); do
