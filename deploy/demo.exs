@@ -1,5 +1,6 @@
-# The demo program of deploy/demo.sh: an Elixir node calling pandas, numpy, scikit-learn and the
-# standard library through the snakepit C node with plain GenServer.call.
+# The demo program of deploy/demo.sh: an Elixir node calling pandas, numpy and the standard
+# library through the snakepit C node with plain GenServer.call. pandas reads the iris CSV file
+# that Debian's python3-sklearn ships; scikit-learn itself is not called.
 [node_arg] = System.argv()
 node = String.to_atom(node_arg)
 server = {:snakepit, node}

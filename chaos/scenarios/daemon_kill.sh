@@ -25,10 +25,13 @@ for entry in "${tree[@]}"; do
     chaos_tracked+=("${entry% *}:${entry#* }")
 done
 
-kill -KILL "$chaos_daemon_pid"
+# kill and wait share one redirection because bash may print its "Killed" job message as soon
+# as it reaps the daemon, before wait runs. The exit status still shows how the daemon ended.
 killed_at=$EPOCHREALTIME
-wait "$chaos_daemon_pid" 2>/dev/null
+{ kill -KILL "$chaos_daemon_pid"; wait "$chaos_daemon_pid"; } 2>/dev/null
+status=$?
 chaos_daemon_pid=
+[ "$status" -eq 137 ] || fail "the daemon ended with status $status, expected 137 (SIGKILL)"
 
 left=()
 for _ in $(seq 10); do

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Custom adapters: classes whose tools serve the commands that do not start with ``python.``.
 
-A pool started with ``--adapter package.module:Class`` creates one instance of ``Class`` in each
-worker, on the first tool call, and dispatches a command to the tool of that name::
+Set ``adapter = package.module:Class`` in a ``[pool NAME]`` section of the daemon's config file,
+which the daemon passes to each worker as ``--adapter``. Each worker of that pool then creates
+one instance of ``Class`` on the first tool call and dispatches a command to the tool of that
+name::
 
     from snakepit.adapter import Adapter, tool
 

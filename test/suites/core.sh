@@ -14,7 +14,8 @@ if [ ! -x "$daemon" ]; then
     exit 1
 fi
 
-# epmd has no pid file, so it is left running. The CI script stops it.
+# epmd has no pid file, so an epmd started here is left running. test/run_all.sh starts one
+# for its run unless one already runs, and stops it at the end.
 if ! epmd -names >/dev/null 2>&1; then
     epmd -daemon
     for _ in $(seq 50); do

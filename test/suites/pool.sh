@@ -24,7 +24,8 @@ if ! command -v redis-server >/dev/null; then
     exit 1
 fi
 
-# epmd has no pid file, so it is left running. The CI script stops it.
+# epmd has no pid file, so an epmd started here is left running. test/run_all.sh starts one
+# for its run unless one already runs, and stops it at the end.
 if ! epmd -names >/dev/null 2>&1; then
     epmd -daemon
     for _ in $(seq 50); do
@@ -41,11 +42,14 @@ cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 # Every process this run starts inherits this marker, so the check below finds any left behind.
 run_marker="SNAKEPIT_TEST_RUN=pool-$$-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 log=$(mktemp)
+summary='^pool: [0-9]+ passed, [0-9]+ failed$'
+# The runner's own summary line goes only to the log, because the line echoed at the end also
+# counts the processes left behind.
 env "$run_marker" SNAKEPIT_SUITE=pool SNAKEPIT_CNODE="$daemon" SNAKEPIT_WORKER_BINARY="$worker" \
     elixir --sname "pool_runner_$$" --cookie "$cookie" \
-    "$root/test/integration/run.exs" "$@" 2>&1 | tee "$log"
+    "$root/test/integration/run.exs" "$@" 2>&1 | tee "$log" | grep --line-buffered -vE "$summary"
 rc=${PIPESTATUS[0]}
-counts=$(grep -E '^pool: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+counts=$(grep -E "$summary" "$log" | tail -n 1)
 rm -f "$log"
 if [ -z "$counts" ]; then
     counts="pool: 0 passed, 1 failed"
