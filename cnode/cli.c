@@ -74,8 +74,9 @@ static void usage(FILE *out)
           "  --version                print the version and exit\n"
           "  --help                   print this help and exit\n"
           "\n"
-          "Exit status: 0 after SIGTERM or SIGINT, 64 bad usage, 78 bad configuration,\n"
-          "69 epmd unreachable or node name already registered.\n",
+          "Exit status: 0 after SIGTERM or SIGINT, 1 after a second signal during the\n"
+          "shutdown, 64 bad usage, 78 bad configuration, 69 epmd unreachable, node name\n"
+          "already registered, or the --owner node never connected.\n",
           out);
 }
 

@@ -261,6 +261,9 @@ static void zygote_child_exec(int control_fd, char **argv)
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* A process group of its own: a terminal's Ctrl-C or `timeout` signalling the daemon's
+     * group must not interrupt the calls in flight. The daemon stops its workers itself. */
+    setpgid(0, 0);
     if (control_fd != ZYGOTE_CONTROL_FD) {
         if (dup2(control_fd, ZYGOTE_CONTROL_FD) < 0) {
             _exit(127);
