@@ -8,17 +8,7 @@
 # Prints "observability: N passed, N failed" last and exits non-zero on failure.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
-build=${SNAKEPIT_BUILD_DIR:-$root/build}
-daemon=$build/cnode/snakepit-cnode
-worker=${SNAKEPIT_WORKER_BINARY:-$build/cnode/snakepit-worker}
 
-for binary in "$daemon" "$worker"; do
-    if [ ! -x "$binary" ]; then
-        echo "observability: $binary is missing; build with: meson setup build && ninja -C build" >&2
-        echo "observability: 0 passed, 1 failed"
-        exit 1
-    fi
-done
 for tool in promtool prometheus; do
     if ! command -v "$tool" >/dev/null; then
         echo "observability: $tool is not installed (Debian package prometheus)" >&2
@@ -26,56 +16,7 @@ for tool in promtool prometheus; do
         exit 1
     fi
 done
-
-# epmd has no pid file, so it is left running. The CI script stops it.
-if ! epmd -names >/dev/null 2>&1; then
-    epmd -daemon
-    for _ in $(seq 50); do
-        epmd -names >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-fi
-
 if [ $# -eq 0 ]; then
     set -- "$root"/test/integration/obs_*_test.exs
 fi
-
-cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-# Every process this run starts inherits this marker, so the check below finds any left behind.
-run_marker="SNAKEPIT_TEST_RUN=observability-$$-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-log=$(mktemp)
-env "$run_marker" SNAKEPIT_SUITE=observability SNAKEPIT_CNODE="$daemon" SNAKEPIT_WORKER_BINARY="$worker" \
-    elixir --sname "obs_runner_$$" --cookie "$cookie" \
-    "$root/test/integration/run.exs" "$@" 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
-counts=$(grep -E '^observability: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
-rm -f "$log"
-if [ -z "$counts" ]; then
-    counts="observability: 0 passed, 1 failed"
-    rc=1
-fi
-
-# Processes of this run that still run. Zombies do not count because the init process reaps them.
-sleep 1
-leftovers=()
-for environ in /proc/[0-9]*/environ; do
-    pid=${environ#/proc/}
-    pid=${pid%/environ}
-    state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null) || continue
-    if [ "$state" != Z ] && { tr '\0' '\n' <"$environ"; } 2>/dev/null | grep -qxF "$run_marker"; then
-        leftovers+=("$pid")
-    fi
-done
-if [ ${#leftovers[@]} -ne 0 ]; then
-    echo "observability: processes of this run left behind:" >&2
-    for pid in "${leftovers[@]}"; do
-        echo "  $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2
-        kill -KILL "$pid" 2>/dev/null
-    done
-    passed=$(sed -E 's/^observability: ([0-9]+) passed.*/\1/' <<<"$counts")
-    failed=$(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"$counts")
-    counts="observability: $passed passed, $((failed + 1)) failed"
-    rc=1
-fi
-echo "$counts"
-exit "$rc"
+exec "$root/test/integration/run_suite.sh" observability "$@"
