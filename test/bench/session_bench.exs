@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # The session benchmark, run by test/bench/session_bench.sh on a distributed `elixir` node. It
-# starts a redis-server on a free loopback port and two snakepit-cnode daemons (memory store and
-# Redis store), times :ping and session put/get on each in interleaved slices, takes Redis's own
-# GET latency from redis-benchmark and from a raw socket, reads the memory store's VmRSS before
-# and after creating many small sessions, and stops each process by its own OS pid. Settings come
-# from environment variables that session_bench.sh sets: SNAKEPIT_CNODE, BENCH_REDIS_SERVER,
-# BENCH_REDIS_BENCHMARK, BENCH_CALLS, BENCH_SESSIONS.
+# starts a redis-server on a free loopback port and two snakepit-cnode daemons, one with the
+# memory store and one with the Redis store. It times :ping and session put/get on each in
+# interleaved slices, and Redis's own GET latency with redis-benchmark and over a raw socket.
+# Then it reads the memory daemon's VmRSS before and after creating many small sessions. Each
+# process is stopped by its own OS pid. Settings come from environment variables that
+# session_bench.sh sets: SNAKEPIT_CNODE, BENCH_REDIS_SERVER, BENCH_REDIS_BENCHMARK, BENCH_CALLS,
+# BENCH_SESSIONS.
 
 defmodule Bench.OsProcess do
   @moduledoc """
@@ -29,7 +30,7 @@ defmodule Bench.OsProcess do
         captures
 
       {other, lines} ->
-        raise "#{inspect(regex)} not seen (#{inspect(other)}); last lines:\n" <>
+        raise "#{inspect(regex)} not found in the output (#{inspect(other)}), last lines:\n" <>
                 Enum.join(Enum.take(lines, -20), "\n")
     end
   end
@@ -140,7 +141,8 @@ end
 defmodule Bench.Stats do
   @moduledoc "Percentiles of samples in microseconds."
 
-  def percentile(sorted, p), do: Enum.at(sorted, min(length(sorted) - 1, trunc(length(sorted) * p / 100)))
+  def percentile(sorted, p),
+    do: Enum.at(sorted, min(length(sorted) - 1, trunc(length(sorted) * p / 100)))
 
   def summary(samples) do
     sorted = Enum.sort(samples)
@@ -179,24 +181,25 @@ defmodule Bench do
     redis = start_redis(redis_port)
 
     try do
-      mem = start_daemon("bench_sess_mem_#{System.pid()}", ["--config", config, "--store", "memory"])
+      memory_daemon =
+        start_daemon("bench_sess_mem_#{System.pid()}", ["--config", config, "--store", "memory"])
 
       try do
         url = "redis://127.0.0.1:#{redis_port}/0"
-        red = start_daemon("bench_sess_redis_#{System.pid()}", ["--store", url])
+        redis_daemon = start_daemon("bench_sess_redis_#{System.pid()}", ["--store", url])
 
         try do
-          latency = latencies(mem, red, redis_port, calls)
+          latency = latencies(memory_daemon, redis_daemon, redis_port, calls)
           floor = redis_benchmark(redis_port)
-          server = redis_server_time(red, redis_port)
-          rss = session_memory(mem, sessions)
+          server = redis_server_time(redis_daemon, redis_port)
+          rss = session_memory(memory_daemon, sessions)
           IO.puts("load average at end: #{load_average()}")
           report(latency, floor, server, rss, calls, sessions)
         after
-          stop_daemon(red)
+          stop_daemon(redis_daemon)
         end
       after
-        stop_daemon(mem)
+        stop_daemon(memory_daemon)
       end
     after
       Bench.OsProcess.stop(redis)
@@ -218,7 +221,7 @@ defmodule Bench do
     path
   end
 
-  # A port the kernel hands out for a listener on loopback, free again once closed.
+  # Returns a loopback port that the kernel picked for a listener, free again once it is closed.
   defp free_port do
     {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
     {:ok, port} = :inet.port(socket)
@@ -249,12 +252,14 @@ defmodule Bench do
 
   # ---- Latency ----
 
-  defp latencies(mem, red, redis_port, calls) do
-    {:ok, sock} = :gen_tcp.connect({127, 0, 0, 1}, redis_port, [:binary, active: false, nodelay: true])
+  defp latencies(memory_daemon, redis_daemon, redis_port, calls) do
+    {:ok, sock} =
+      :gen_tcp.connect({127, 0, 0, 1}, redis_port, [:binary, active: false, nodelay: true])
+
     "+OK\r\n" = redis_cmd(sock, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
 
     series =
-      for {label, d} <- [{:mem, mem}, {:redis, red}] do
+      for {label, d} <- [{:memory, memory_daemon}, {:redis, redis_daemon}] do
         id = "bench-#{label}-#{System.unique_integer([:positive])}"
         {:ok, _} = call(d, {:session, :create, id, [owner: nil]})
         :ok = call(d, {:session, :put, id, "v", @value})
@@ -267,7 +272,8 @@ defmodule Bench do
       end
       |> List.flatten()
       |> Kernel.++([
-        {{:raw, :get}, fn -> "$1\r\nv\r\n" = redis_cmd(sock, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n") end}
+        {{:raw, :get},
+         fn -> "$1\r\nv\r\n" = redis_cmd(sock, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n") end}
       ])
 
     for {_, fun} <- series, _ <- 1..@warmup, do: fun.()
@@ -275,35 +281,58 @@ defmodule Bench do
 
     samples =
       for _ <- 1..@rounds, {name, fun} <- series, reduce: %{} do
-        acc -> Map.update(acc, name, Bench.Stats.time_calls(fun, slice), &(Bench.Stats.time_calls(fun, slice) ++ &1))
+        acc ->
+          Map.update(
+            acc,
+            name,
+            Bench.Stats.time_calls(fun, slice),
+            &(Bench.Stats.time_calls(fun, slice) ++ &1)
+          )
       end
 
     :gen_tcp.close(sock)
     Map.new(samples, fn {name, s} -> {name, Bench.Stats.summary(s)} end)
   end
 
-  # One command and its whole reply; the replies used here fit one TCP segment.
+  # Sends one command and returns its reply. The replies read here are small enough for one recv.
   defp redis_cmd(sock, cmd) do
     :ok = :gen_tcp.send(sock, cmd)
     {:ok, reply} = :gen_tcp.recv(sock, 0, 5000)
     reply
   end
 
-  # redis-benchmark with one client, so its numbers are one request at a time, as the calls.
+  # Runs redis-benchmark with one client, so that it times one request at a time, as the calls are.
   defp redis_benchmark(port) do
-    args = ["-h", "127.0.0.1", "-p", "#{port}", "-t", "get", "-n", "20000", "-c", "1", "--csv",
-            "--precision", "3"]
+    args = [
+      "-h",
+      "127.0.0.1",
+      "-p",
+      "#{port}",
+      "-t",
+      "get",
+      "-n",
+      "20000",
+      "-c",
+      "1",
+      "--csv",
+      "--precision",
+      "3"
+    ]
+
     {out, 0} = System.cmd(env("BENCH_REDIS_BENCHMARK"), args)
     [header, row | _] = out |> String.split("\n", trim: true) |> Enum.map(&csv/1)
     kv = Map.new(Enum.zip(header, row))
     ms = fn key -> kv[key] |> Float.parse() |> elem(0) end
 
-    %{p50: ms.("p50_latency_ms") * 1000, p95: ms.("p95_latency_ms") * 1000,
-      p99: ms.("p99_latency_ms") * 1000}
+    %{
+      p50: ms.("p50_latency_ms") * 1000,
+      p95: ms.("p95_latency_ms") * 1000,
+      p99: ms.("p99_latency_ms") * 1000
+    }
   end
 
-  # Redis's own time per command (INFO commandstats usec_per_call) while the Redis daemon serves
-  # 1,000 session puts and then 1,000 gets, and the commands each call sends.
+  # Reads INFO commandstats after 1,000 session puts and again after 1,000 gets on the Redis
+  # daemon: the commands per call and Redis's own time for each (usec_per_call).
   defp redis_server_time(d, port) do
     {:ok, sock} = :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false])
     id = "bench-server-#{System.unique_integer([:positive])}"
@@ -321,7 +350,10 @@ defmodule Bench do
 
         stats =
           for [_, cmd, calls, usec] <-
-                Regex.scan(~r/cmdstat_(\w+):calls=(\d+),usec=\d+,usec_per_call=([\d.]+)/, bulk(sock, "")),
+                Regex.scan(
+                  ~r/cmdstat_(\w+):calls=(\d+),usec=\d+,usec_per_call=([\d.]+)/,
+                  bulk(sock, "")
+                ),
               cmd not in ["config", "info"] do
             {cmd, String.to_integer(calls) / 1000, elem(Float.parse(usec), 0)}
           end
@@ -333,7 +365,7 @@ defmodule Bench do
     result
   end
 
-  # A whole bulk string reply, read until its announced length has arrived.
+  # Reads a bulk string reply until its announced length has arrived.
   defp bulk(sock, acc) do
     {:ok, data} = :gen_tcp.recv(sock, 0, 5000)
     acc = acc <> data
@@ -354,13 +386,13 @@ defmodule Bench do
   defp session_memory(d, sessions) do
     before = vm_rss_kib(d.proc.os_pid)
     callers = 8
-    per = div(sessions, callers)
+    per_caller = div(sessions, callers)
     t0 = System.monotonic_time(:millisecond)
 
     1..callers
     |> Enum.map(fn c ->
       Task.async(fn ->
-        for i <- 1..per do
+        for i <- 1..per_caller do
           id = "mem-#{c}-#{i}"
           {:ok, _} = call(d, {:session, :create, id, [owner: nil]})
           :ok = call(d, {:session, :put, id, "v", @value})
@@ -371,7 +403,13 @@ defmodule Bench do
 
     elapsed_s = (System.monotonic_time(:millisecond) - t0) / 1000
     after_kib = vm_rss_kib(d.proc.os_pid)
-    %{sessions: callers * per, before_kib: before, after_kib: after_kib, elapsed_s: elapsed_s}
+
+    %{
+      sessions: callers * per_caller,
+      before_kib: before,
+      after_kib: after_kib,
+      elapsed_s: elapsed_s
+    }
   end
 
   # ---- Output ----
@@ -396,31 +434,40 @@ defmodule Bench do
     {"  Redis per session #{op}", value, "", nil}
   end
 
-  defp report(lat, floor, server, rss, calls, sessions) do
-    mem_ping = lat[{:mem, :ping}].p95
-    red_ping = lat[{:redis, :ping}].p95
-    red_bound = red_ping + 2 * floor.p95
+  defp report(latency, floor, server, rss, calls, sessions) do
+    memory_ping = latency[{:memory, :ping}].p95
+    redis_ping = latency[{:redis, :ping}].p95
+    redis_bound = redis_ping + 2 * floor.p95
+    put_p95 = latency[{:memory, :put}].p95
+    get_p95 = latency[{:memory, :get}].p95
+    # The raw socket GET runs in the same interleaved slices as the calls, redis-benchmark after.
+    raw_bound = redis_ping + 2 * latency[{:raw, :get}].p95
     bytes = (rss.after_kib - rss.before_kib) * 1024 / rss.sessions
 
     rows = [
-      {"ping, memory daemon", trio(lat[{:mem, :ping}]), "", nil},
-      {"session put, memory", trio(lat[{:mem, :put}]), "p95 <= 1.2 x ping p95 = #{us(1.2 * mem_ping)}",
-       lat[{:mem, :put}].p95 <= 1.2 * mem_ping},
-      {"session get, memory", trio(lat[{:mem, :get}]), "p95 <= 1.2 x ping p95 = #{us(1.2 * mem_ping)}",
-       lat[{:mem, :get}].p95 <= 1.2 * mem_ping},
+      {"ping, memory daemon", trio(latency[{:memory, :ping}]), "", nil},
+      {"session put, memory", trio(latency[{:memory, :put}]),
+       "p95 <= 1.2 x ping p95 = #{us(1.2 * memory_ping)}",
+       latency[{:memory, :put}].p95 <= 1.2 * memory_ping},
+      {"session get, memory", trio(latency[{:memory, :get}]),
+       "p95 <= 1.2 x ping p95 = #{us(1.2 * memory_ping)}",
+       latency[{:memory, :get}].p95 <= 1.2 * memory_ping},
       {"  put / get p95 against ping p95",
-       "#{ratio(lat[{:mem, :put}].p95, mem_ping)} / #{ratio(lat[{:mem, :get}].p95, mem_ping)}", "", nil},
-      {"ping, Redis daemon", trio(lat[{:redis, :ping}]), "", nil},
-      {"session put, Redis", trio(lat[{:redis, :put}]),
-       "p95 <= ping p95 + 2 x GET p95 = #{us(red_bound)}", lat[{:redis, :put}].p95 <= red_bound},
-      {"session get, Redis", trio(lat[{:redis, :get}]),
-       "p95 <= ping p95 + 2 x GET p95 = #{us(red_bound)}", lat[{:redis, :get}].p95 <= red_bound},
+       "#{ratio(put_p95, memory_ping)} / #{ratio(get_p95, memory_ping)}", "", nil},
+      {"ping, Redis daemon", trio(latency[{:redis, :ping}]), "", nil},
+      {"session put, Redis", trio(latency[{:redis, :put}]),
+       "p95 <= ping p95 + 2 x GET p95 = #{us(redis_bound)}",
+       latency[{:redis, :put}].p95 <= redis_bound},
+      {"session get, Redis", trio(latency[{:redis, :get}]),
+       "p95 <= ping p95 + 2 x GET p95 = #{us(redis_bound)}",
+       latency[{:redis, :get}].p95 <= redis_bound},
       server_row(server, :put),
       server_row(server, :get),
       {"Redis GET, redis-benchmark -c 1", trio(floor), "", nil},
-      {"Redis GET, raw socket from this node", trio(lat[{:raw, :get}]), "", nil},
-      {"VmRSS before / after, memory daemon",
-       "#{rss.before_kib} / #{rss.after_kib} KiB", "", nil},
+      {"Redis GET, raw socket from this node", trio(latency[{:raw, :get}]), "", nil},
+      {"  ping p95 + 2 x raw socket GET p95", us(raw_bound), "", nil},
+      {"VmRSS before / after, memory daemon", "#{rss.before_kib} / #{rss.after_kib} KiB", "",
+       nil},
       {"memory per session (1 small variable)", "#{round(bytes)} bytes", "", nil},
       {"  create + put of #{rss.sessions} sessions, 8 callers",
        "#{:erlang.float_to_binary(rss.elapsed_s, decimals: 1)} s", "", nil}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Benchmark session calls against a plain ping, in one run: p50/p95/p99 of :ping and of session
-# put and get on a memory daemon and on a Redis daemon, Redis's own GET latency as the floor,
-# and the resident memory that 100,000 small sessions take in the memory store. Prints a table
-# with the targets. This is a program that prints numbers, not a test: it is not part of
+# Benchmark session calls against a plain ping, in one run. It measures p50/p95/p99 of :ping and
+# of session put and get on a memory daemon and on a Redis daemon, and Redis's own GET latency as
+# the floor. It also reads the resident memory that 100,000 small sessions take in the memory
+# store. Prints a table with the targets. This is a program that prints numbers, not a test: it is not part of
 # test/suites. It starts its own redis-server and daemons and stops each by its pid.
 #
 # Usage: test/bench/session_bench.sh [CALLS [SESSIONS]]
