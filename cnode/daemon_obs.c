@@ -281,11 +281,16 @@ void daemon_obs_pool_event(Daemon *d, const PoolEvent *e)
                                                 METRICS_LABELS(e->pool, e->reason)));
         push_pending_restart(&o->restarts[pool_index(d, e->pool)], e);
         break;
-    case POOL_EVENT_WORKER_RECYCLED:
+    case POOL_EVENT_WORKER_RECYCLED: {
         worker_event(o, "recycled", e, true);
         metrics_counter_inc(metrics_counter_get(p->worker_restarts_total,
                                                 METRICS_LABELS(e->pool, "recycled")));
+        /* Its replacement's start is a restart too, with the reason the metric counts. */
+        PoolEvent recycled = *e;
+        recycled.reason = "recycled";
+        push_pending_restart(&o->restarts[pool_index(d, e->pool)], &recycled);
         break;
+    }
     case POOL_EVENT_WORKER_STOPPED:
         worker_event(o, "stopped", e, true);
         break;
