@@ -89,6 +89,22 @@ defmodule Snakepit.Test.ObsTelemetryTest do
     end
   end
 
+  describe "recycling events" do
+    test "recycled worker's replacement gives restarted" do
+      {daemon, port} = Obs.start_daemon!(Obs.ini(1, max_requests: 1))
+      Obs.await_idle(port, 1)
+      assert :ok = subscribe(daemon.node, [[:snakepit, :worker]])
+      assert {:ok, 3} = Pool.execute(daemon.node, "python.operator.add", [1, 2])
+
+      {_, recycled} = await_event([:snakepit, :worker, :recycled])
+      assert recycled.reason == :max_requests
+      {measurements, restarted} = await_event([:snakepit, :worker, :restarted])
+      assert restarted.reason == :recycled
+      assert restarted.previous_worker_id == recycled.worker_id
+      assert measurements.restarts == 1
+    end
+  end
+
   describe "request events" do
     setup do
       {daemon, port} = Obs.start_daemon!(Obs.ini(1))
