@@ -78,7 +78,7 @@ void request_register_libraries(Daemon *daemon, DistCaller *caller, const char *
 void request_session(Daemon *daemon, DistCaller *caller, const char *request, size_t len,
                      int index, int arity);
 
-/* Answer a worker's snakepit.session request of call `call_id`. */
+/* Reply to a worker's snakepit.session request of call `call_id`. */
 void request_worker_session(Daemon *daemon, WorkerPool *pool, uint32_t worker_id,
                             uint64_t call_id, const char *session_id, size_t session_id_len,
                             const char *term, size_t len);

@@ -20,7 +20,7 @@ void daemon_obs_request_start(Daemon *daemon, const char *correlation_id, const 
                               const char *session_id);
 
 /*
- * A request was answered with an error before it reached a pool: count it, and when its
+ * A request got an error reply before it reached a pool: count it, and when its
  * request.start was emitted (`correlation_id` not NULL), emit its request.exception.
  */
 void daemon_obs_request_rejected(Daemon *daemon, const char *correlation_id, const char *pool,

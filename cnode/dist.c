@@ -4,7 +4,7 @@
  *
  * The loop accepts connections itself and runs each handshake (ei_accept_tmo is blocking) on a
  * thread of its own, at most DIST_MAX_HANDSHAKES at once. So a peer that stalls mid-handshake
- * holds one thread for at most the handshake timeout, and never the loop or another peer's
+ * occupies one thread for at most the handshake timeout, and never the loop or another peer's
  * handshake. ei gets the accepted socket through a socket callback set whose accept returns it.
  * A finished handshake hands its socket to the loop through a mutex-protected queue and an
  * ev_async. From then on only the loop thread touches it.

@@ -4,7 +4,7 @@
  * handshakes on acceptor threads, because ei_accept is blocking. Then it owns each peer socket on
  * the libev loop with non-blocking reads, per-peer write buffers and tick replies, so one slow or
  * stalled peer does not delay another. Calls to the registered name reach the handler; `net_kernel` is_auth
- * calls are answered here so Node.ping/1 returns pong.
+ * calls get their reply here, so Node.ping/1 returns pong.
  */
 #pragma once
 

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Bytes of an oversized message kept to parse the call it carries, so it can be answered. */
+/* Bytes of an oversized message kept to parse the call it carries, so it gets a reply. */
 #define DIST_CONN_OVERSIZE_PREFIX (64u * 1024)
 
 typedef struct DistConn DistConn;
@@ -18,7 +18,7 @@ typedef struct DistConn DistConn;
 typedef struct {
     /* A whole message frame body (starting with 'p'), borrowed for the callback. */
     void (*on_message)(void *userdata, DistConn *conn, const char *body, size_t len);
-    /* A frame over the size limit, discarded: `prefix` holds its first bytes. */
+    /* A frame over the size limit, discarded: `prefix` contains its first bytes. */
     void (*on_oversize)(void *userdata, DistConn *conn, const char *prefix, size_t prefix_len,
                         size_t frame_len);
     /* The connection closed; `conn` is freed after this returns. `err` is a negative errno or 0

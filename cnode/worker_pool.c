@@ -2,8 +2,9 @@
 /*
  * Calls and dispatch of a worker pool. A call is a PoolJob: queued FIFO while every worker is
  * busy, then run by one worker. Its timer is first the queue timeout (or the deadline, if that
- * comes sooner), then the deadline; past the deadline the caller gets a timeout error at once,
- * the worker is interrupted with SIGINT, and killed if it has not replied after a grace period.
+ * comes sooner), then the deadline. Past the deadline the caller gets a timeout error at once and
+ * the worker is interrupted with SIGINT. A worker that has not replied after a grace period is
+ * killed.
  */
 #include <errno.h>
 #include <signal.h>

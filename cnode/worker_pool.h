@@ -154,7 +154,7 @@ void worker_pool_cancel_node(WorkerPool *pool, const char *node);
 /* Stop taking calls: queued calls get shutting_down; running calls go on. */
 void worker_pool_drain(WorkerPool *pool);
 
-/* Answer every running call with shutting_down; the workers go on until the pool is freed. */
+/* Reply shutting_down to every running call; the workers go on until the pool is freed. */
 void worker_pool_abort_running(WorkerPool *pool);
 
 /* Kill every worker and the zygote, reap them, and free the pool. Accepts NULL. */

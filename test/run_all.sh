@@ -49,7 +49,7 @@ run_suite() {
 
 "$root/deploy/install-deps.sh" || { echo "0 passed, 1 failed"; exit 1; }
 
-# The integration suites need epmd; start one for this run unless one already answers.
+# The integration suites need epmd, so start one for this run unless one already responds.
 epmd_pid=
 if ! epmd -names >/dev/null 2>&1; then
     epmd &

@@ -69,8 +69,8 @@ defmodule Snakepit.Test.ObsHttpTest do
     assert Map.get(statuses, 414, 0) > 0, "no 414 among #{inspect(statuses)}"
 
     # The daemon closes the connection after its 414 while the rest of the line is unread, so
-    # the kernel may reset it, and a reset discards the 414 before the client reads it: the
-    # client then sees a reset, or a close with nothing read.
+    # the kernel may reset it. A reset discards the 414 before the client reads it, and the
+    # client then gets a reset, or a close with nothing read.
     rejected? = fn key ->
       key in [:reset, {:closed, ""}] or (is_integer(key) and key in 400..499)
     end

@@ -223,7 +223,7 @@ defmodule Snakepit.Test.ObsTelemetryTest do
       assert Obs.sample_sum(page, "snakepit_requests_total", status: "overloaded") == 1
     end
 
-    # request_execute() answers not_allowed and bad_request itself, before a pool sees the call.
+    # request_execute() replies not_allowed and bad_request itself, before a pool sees the call.
     test "not_allowed call gives no events but is counted" do
       {daemon, port} = Obs.start_daemon!(Obs.ini(1))
       assert :ok = subscribe(daemon.node, [[:snakepit]])

@@ -13,8 +13,9 @@ fail() {
     exit 1
 }
 
-# epmd has no pid file, so it is started only when none responds, and left running: the CI
-# script stops it. The marker tells it that this suite started it.
+# epmd has no pid file, so it is started only when none responds, and left running.
+# test/run_all.sh starts one for its run unless one already runs, and stops it at the end.
+# The marker records that this suite started it.
 if ! epmd -names >/dev/null 2>&1; then
     epmd -daemon || fail
     mkdir -p "$SNAKEPIT_BUILD_DIR"
