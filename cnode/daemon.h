@@ -49,7 +49,6 @@ typedef struct Daemon {
     size_t allowed_count;
 
     Store *store;
-    bool store_up;
     uint64_t session_count; /* from the last expiry pass */
     uint64_t store_clock_offset_ms; /* Unix time minus CLOCK_MONOTONIC, in ms, at start */
     DaemonObs *obs;

@@ -29,12 +29,10 @@ static void on_store_event(StoreEvent event, int error, const char *detail, void
 
     switch (event) {
     case STORE_EVENT_UP:
-        d->store_up = true;
         daemon_obs_emit_simple(d, "store", "up", "store", store_backend_name(d->store));
         log_info("Session store %s is up", store_backend_name(d->store));
         break;
     case STORE_EVENT_DOWN:
-        d->store_up = false;
         daemon_obs_emit_simple(d, "store", "down", "store", store_backend_name(d->store));
         log_error("Session store %s is down: %s; reconnecting", store_backend_name(d->store),
                   detail ? detail : strerror(-error));
@@ -95,7 +93,6 @@ int daemon_store_start(Daemon *d)
         return log_error_errno(r, "Failed to set up the %s session store (url %s)",
                                c->store_backend, c->store_url);
     }
-    d->store_up = strcmp(c->store_backend, "memory") == 0;
     struct timespec real;
     clock_gettime(CLOCK_REALTIME, &real);
     d->store_clock_offset_ms =
