@@ -4,8 +4,10 @@
  * request from the daemon's control socket (fd 3, SOCK_SEQPACKET, ZygoteMsg records).
  *
  * Each worker comes from a double fork, so that its parent is the daemon (a child subreaper)
- * rather than the zygote: zygote -> intermediate -> worker. The intermediate sends the worker's
- * pid back over a pipe and _exit()s; the zygote reaps it and sends FORKED.
+ * rather than the zygote: zygote -> intermediate -> worker. FORK requests queued together on the
+ * control socket (a pool filling up) share one intermediate. It forks every worker of the batch,
+ * writes their pids to a pipe and _exit()s. The zygote sends FORKED for each pid and reaps the
+ * intermediate. A batch of n workers costs n + 1 forks of the zygote's address space, not 2n.
  *
  * What a forked process may touch:
  *   - The intermediate runs only async-signal-safe calls (fork, write, _exit). It never enters
@@ -51,6 +53,8 @@
 /* The intermediate exits right after its fork; waiting longer means something is wrong. */
 #define WORKER_ZYGOTE_REPARENT_TIMEOUT_MS 5000
 #define WORKER_ZYGOTE_VERSION_PROBE_TIMEOUT_MS 10000
+/* FORK requests served by one intermediate; more wait for the next batch. */
+#define WORKER_ZYGOTE_FORK_BATCH_MAX 64
 
 extern char **environ;
 
@@ -60,6 +64,13 @@ typedef struct {
     int daemon_pidfd; /* -1 when the kernel has no pidfd_open */
     bool warned_threads;
 } Zygote;
+
+/* One FORK request: the worker's id and its ends of the request and heartbeat sockets. */
+typedef struct {
+    uint32_t worker_id;
+    int request_fd;
+    int heartbeat_fd;
+} ForkJob;
 
 static int pidfd_open_pid(pid_t pid)
 {
@@ -270,10 +281,19 @@ static int venv_config_path(const char *exe, char *out, size_t size)
     return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
 }
 
+/* Whether `exe` is the interpreter that the linked libpython belongs to, after symlinks. */
+static bool is_linked_python(const char *exe)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+
+    return realpath(exe, a) && realpath(SNAKEPIT_LINKED_PYTHON, b) && strcmp(a, b) == 0;
+}
+
 /*
  * Check that --python has the major.minor version of the linked libpython, and store its
- * executable in exe. A venv states its version in pyvenv.cfg next to bin/; any other
- * interpreter is asked by running it.
+ * executable in exe. A venv states its version in pyvenv.cfg next to bin/. The interpreter
+ * that ships the linked libpython has the linked version. Any other interpreter is asked by
+ * running it, which adds a few milliseconds to the start.
  */
 static int check_python(const char *python, char *exe, size_t size, char *error,
                         size_t error_size)
@@ -288,6 +308,9 @@ static int check_python(const char *python, char *exe, size_t size, char *error,
     r = venv_config_path(exe, cfg, sizeof(cfg));
     if (r == 0) {
         r = venv_version(cfg, &major, &minor);
+    }
+    if (r == -ENOENT && is_linked_python(exe)) {
+        return 0;
     }
     if (r == -ENOENT) {
         r = probe_version(exe, &major, &minor);
@@ -392,6 +415,23 @@ static int preload_modules(const char *preload)
     return 0;
 }
 
+/*
+ * Move every object made so far into the collector's permanent generation, so that collections
+ * in the workers never write to the pages they share with the zygote.
+ */
+static int freeze_objects(void)
+{
+    PyObject *gc = PyImport_ImportModule("gc");
+    PyObject *result = gc ? PyObject_CallMethod(gc, "freeze", NULL) : NULL;
+
+    Py_XDECREF(gc);
+    if (!result) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
 /* Start Python and import everything. On failure `error` contains the reason. */
 static int prepare(const Zygote *z, char *error, size_t size)
 {
@@ -401,8 +441,16 @@ static int prepare(const Zygote *z, char *error, size_t size)
     if (init_interpreter(opts, error, size) < 0) {
         return -1;
     }
+    /*
+     * No collections while importing: the imports make long-lived objects almost only, and
+     * collecting them repeatedly costs about a tenth of the import time. Whatever cyclic garbage
+     * the imports leave is frozen with the rest (a few hundred objects for numpy and pandas).
+     * Workers enable the collector after fork.
+     */
+    PyGC_Disable();
     if (add_pythonpath(opts->pythonpath) < 0 || etf_py_init() < 0
-        || worker_call_init(opts->allow, opts->adapter) < 0 || preload_modules(opts->preload) < 0) {
+        || worker_call_init(opts->allow, opts->adapter) < 0 || preload_modules(opts->preload) < 0
+        || freeze_objects() < 0) {
         format_exception(error, size);
         return -1;
     }
@@ -488,10 +536,10 @@ static void restore_signal_defaults(void)
     Py_XDECREF(signal_module);
 }
 
-static _Noreturn void become_worker(Zygote *z, uint32_t worker_id, pid_t intermediate,
-                                    int request_fd, int heartbeat_fd)
+static _Noreturn void become_worker(Zygote *z, const ForkJob *job, pid_t intermediate)
 {
     const WorkerZygoteOptions *opts = z->opts;
+    uint32_t worker_id = job->worker_id;
     int r;
 
     PyOS_AfterFork_Child();
@@ -521,13 +569,14 @@ static _Noreturn void become_worker(Zygote *z, uint32_t worker_id, pid_t interme
         _exit(WORKER_ZYGOTE_EXIT_CHILD_SETUP);
     }
     restore_signal_defaults();
-    r = worker_heartbeat_start(heartbeat_fd, daemon_pidfd);
+    PyGC_Enable();
+    r = worker_heartbeat_start(job->heartbeat_fd, daemon_pidfd);
     if (r < 0) {
         log_error_errno(r, "Worker %u: failed to start the heartbeat thread", worker_id);
         _exit(WORKER_ZYGOTE_EXIT_CHILD_SETUP);
     }
     WorkerServeParams params = {
-        .request_fd = request_fd,
+        .request_fd = job->request_fd,
         .worker_id = worker_id,
         .max_depth = opts->max_depth,
         .max_message_bytes = opts->max_message_bytes,
@@ -535,83 +584,102 @@ static _Noreturn void become_worker(Zygote *z, uint32_t worker_id, pid_t interme
     worker_serve_run(&params);
 }
 
-/* The intermediate: fork the worker, report its pid or -errno on `report_fd`, and exit. */
-static _Noreturn void run_intermediate(Zygote *z, uint32_t worker_id, int report_fd,
-                                       int request_fd, int heartbeat_fd)
+static void close_job_fds(const ForkJob *job)
+{
+    close_fd(job->request_fd);
+    close_fd(job->heartbeat_fd);
+}
+
+/*
+ * The intermediate: fork one worker per job, report each pid or -errno on `report_fd` in job
+ * order, and exit. Each worker keeps only its own job's fds.
+ */
+static _Noreturn void run_intermediate(Zygote *z, const ForkJob *jobs, size_t count,
+                                       int report_fd)
 {
     pid_t self = getpid();
-    pid_t pid = fork();
 
-    if (pid == 0) {
-        close(report_fd);
-        become_worker(z, worker_id, self, request_fd, heartbeat_fd);
+    for (size_t i = 0; i < count; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(report_fd);
+            for (size_t j = i + 1; j < count; j++) {
+                close_job_fds(&jobs[j]);
+            }
+            become_worker(z, &jobs[i], self);
+        }
+        int32_t report = pid < 0 ? -errno : (int32_t)pid;
+        ssize_t ignored = write(report_fd, &report, sizeof(report));
+        (void)ignored;
+        close_job_fds(&jobs[i]); /* so that later workers do not inherit them */
     }
-    int32_t report = pid < 0 ? -errno : (int32_t)pid;
-    ssize_t ignored = write(report_fd, &report, sizeof(report));
-    (void)ignored;
     _exit(0);
 }
 
-/* Read the intermediate's report and reap it; returns the worker pid or a negative errno. */
-static int collect_intermediate(pid_t intermediate, int report_fd)
+/* Read the intermediate's next report; returns the worker pid or a negative errno. */
+static int read_report(int report_fd)
 {
-    int32_t report = -EIO;
+    int32_t report;
     ssize_t n;
-    int status;
 
     do {
         n = read(report_fd, &report, sizeof(report));
     } while (n < 0 && errno == EINTR);
-    while (waitpid(intermediate, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (n != (ssize_t)sizeof(report)) {
-        return -EIO;
-    }
-    return report;
+    return n == (ssize_t)sizeof(report) ? report : -EIO;
 }
 
-static void fork_worker(Zygote *z, uint32_t worker_id, int request_fd, int heartbeat_fd)
+static void report_job(Zygote *z, const ForkJob *job, int r)
 {
-    int pipe_fds[2];
-    pid_t intermediate;
-    int r;
+    if (r > 0) {
+        log_debug("Pool '%s': forked worker %u as pid %d", z->opts->pool, job->worker_id, r);
+        send_message(z, ZYGOTE_MSG_FORKED, job->worker_id, r, 0, NULL);
+        return;
+    }
+    log_error_errno(r, "Pool '%s': failed to fork worker %u", z->opts->pool, job->worker_id);
+    send_message(z, ZYGOTE_MSG_FORK_FAILED, job->worker_id, 0, -r, strerror(-r));
+}
+
+/* Fork the workers of `jobs` through one intermediate, report each to the daemon, close fds. */
+static void fork_workers(Zygote *z, const ForkJob *jobs, size_t count)
+{
+    int pipe_fds[2] = {-1, -1};
+    pid_t intermediate = -1;
+    int r = 0;
 
     if (pipe2(pipe_fds, O_CLOEXEC) < 0) {
         r = -errno;
-        goto fail;
     }
-    warn_about_threads(z);
-    PyOS_BeforeFork();
-    intermediate = fork();
-    if (intermediate == 0) {
-        close(pipe_fds[0]);
-        run_intermediate(z, worker_id, pipe_fds[1], request_fd, heartbeat_fd);
-    }
-    r = intermediate < 0 ? -errno : 0;
-    PyOS_AfterFork_Parent();
-    close(pipe_fds[1]);
     if (r == 0) {
-        r = collect_intermediate(intermediate, pipe_fds[0]);
+        warn_about_threads(z);
+        PyOS_BeforeFork();
+        intermediate = fork();
+        if (intermediate == 0) {
+            close(pipe_fds[0]);
+            run_intermediate(z, jobs, count, pipe_fds[1]);
+        }
+        r = intermediate < 0 ? -errno : 0;
+        PyOS_AfterFork_Parent();
+        close(pipe_fds[1]);
     }
-    close(pipe_fds[0]);
-    if (r > 0) {
-        log_debug("Pool '%s': forked worker %u as pid %d", z->opts->pool, worker_id, r);
-        send_message(z, ZYGOTE_MSG_FORKED, worker_id, r, 0, NULL);
-        goto out;
+    /* Report each job as soon as its pid arrives. After a failure the rest fail alike. */
+    for (size_t i = 0; i < count; i++) {
+        int pid = r < 0 ? r : read_report(pipe_fds[0]);
+        report_job(z, &jobs[i], pid);
+        close_job_fds(&jobs[i]);
     }
-fail:
-    log_error_errno(r, "Pool '%s': failed to fork worker %u", z->opts->pool, worker_id);
-    send_message(z, ZYGOTE_MSG_FORK_FAILED, worker_id, 0, -r, strerror(-r));
-out:
-    close(request_fd);
-    close(heartbeat_fd);
+    close_fd(pipe_fds[0]);
+    if (intermediate > 0) {
+        int status;
+        while (waitpid(intermediate, &status, 0) < 0 && errno == EINTR) {
+        }
+    }
 }
 
 /*
  * Receive one control message with up to two fds. Returns the number of fds, -EPIPE when the
  * daemon closed the socket, -EBADMSG for a malformed message (its fds closed), or -errno.
  */
-static int receive_message(const Zygote *z, ZygoteMsg *msg, int fds[2])
+static int receive_message(const Zygote *z, ZygoteMsg *msg, int fds[2], int flags)
 {
     union {
         char buf[CMSG_SPACE(2 * sizeof(int))];
@@ -624,7 +692,7 @@ static int receive_message(const Zygote *z, ZygoteMsg *msg, int fds[2])
     ssize_t n;
 
     do {
-        n = recvmsg(z->control_fd, &mh, MSG_CMSG_CLOEXEC);
+        n = recvmsg(z->control_fd, &mh, MSG_CMSG_CLOEXEC | flags);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         return -errno;
@@ -691,42 +759,72 @@ static int wait_for_control(const Zygote *z)
     return 1;
 }
 
+/*
+ * Receive the next control message as a FORK job. Returns 1 for a job, 0 for a message that
+ * was rejected or ignored, -EAGAIN when `flags` has MSG_DONTWAIT and none is queued, -EPIPE
+ * when the daemon closed the socket, or another negative errno.
+ */
+static int next_job(Zygote *z, ForkJob *job, int flags)
+{
+    ZygoteMsg msg;
+    int fds[2];
+    int r = receive_message(z, &msg, fds, flags);
+
+    if (r == -EBADMSG) {
+        log_warning("Pool '%s': ignoring a malformed control message", z->opts->pool);
+        return 0;
+    }
+    if (r < 0) {
+        return r;
+    }
+    if (msg.type != ZYGOTE_MSG_FORK || r != 2) {
+        log_warning("Pool '%s': ignoring control message %u with %d fds", z->opts->pool,
+                    msg.type, r);
+        for (int i = 0; i < r; i++) {
+            close(fds[i]);
+        }
+        if (msg.type == ZYGOTE_MSG_FORK) {
+            send_message(z, ZYGOTE_MSG_FORK_FAILED, msg.worker_id, 0, EBADMSG,
+                         "FORK needs the request and heartbeat fds");
+        }
+        return 0;
+    }
+    *job = (ForkJob){.worker_id = msg.worker_id, .request_fd = fds[0], .heartbeat_fd = fds[1]};
+    return 1;
+}
+
 static int serve_control(Zygote *z)
 {
+    ForkJob jobs[WORKER_ZYGOTE_FORK_BATCH_MAX];
+
     for (;;) {
-        ZygoteMsg msg;
-        int fds[2];
+        size_t count = 0;
         int r = wait_for_control(z);
 
         if (r <= 0) {
             return r;
         }
-        r = receive_message(z, &msg, fds);
+        /* The first message is there; take the FORKs queued behind it into the same batch. */
+        int flags = 0;
+        do {
+            r = next_job(z, &jobs[count], flags);
+            count += r == 1;
+            flags = MSG_DONTWAIT;
+        } while (r >= 0 && count < WORKER_ZYGOTE_FORK_BATCH_MAX);
         if (r == -EPIPE) {
+            for (size_t i = 0; i < count; i++) {
+                close_job_fds(&jobs[i]);
+            }
             log_debug("Pool '%s': control socket closed, stopping the zygote", z->opts->pool);
             return 0;
         }
-        if (r == -EBADMSG) {
-            log_warning("Pool '%s': ignoring a malformed control message", z->opts->pool);
-            continue;
+        if (count > 0) {
+            fork_workers(z, jobs, count);
         }
-        if (r < 0) {
+        if (r < 0 && r != -EAGAIN) {
             return log_error_errno(r, "Pool '%s': failed to read the control socket",
                                    z->opts->pool);
         }
-        if (msg.type != ZYGOTE_MSG_FORK || r != 2) {
-            log_warning("Pool '%s': ignoring control message %u with %d fds", z->opts->pool,
-                        msg.type, r);
-            for (int i = 0; i < r; i++) {
-                close(fds[i]);
-            }
-            if (msg.type == ZYGOTE_MSG_FORK) {
-                send_message(z, ZYGOTE_MSG_FORK_FAILED, msg.worker_id, 0, EBADMSG,
-                             "FORK needs the request and heartbeat fds");
-            }
-            continue;
-        }
-        fork_worker(z, msg.worker_id, fds[0], fds[1]);
     }
 }
 

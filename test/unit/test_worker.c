@@ -229,7 +229,8 @@ static void frame_free(Frame *f)
     f->payload = NULL;
 }
 
-static void worker_fork(Zygote *z, Worker *w, uint32_t id)
+/* Send FORK for worker `id`; `w` keeps the daemon's ends of its sockets. */
+static void worker_fork_send(Zygote *z, Worker *w, uint32_t id)
 {
     int request[2], heartbeat[2];
     union {
@@ -253,13 +254,18 @@ static void worker_fork(Zygote *z, Worker *w, uint32_t id)
     cr_assert_eq(sendmsg(z->control, &mh, 0), (ssize_t)sizeof(msg));
     close(request[1]);
     close(heartbeat[1]);
+    *w = (Worker){.id = id, .request = request[0], .heartbeat = heartbeat[0]};
+}
 
+/* Expect FORKED for `w` from the zygote, then the worker's HELLO. */
+static void worker_fork_expect(Zygote *z, Worker *w)
+{
     ZygoteMsg reply = zygote_recv(z);
     cr_assert_eq(reply.type, ZYGOTE_MSG_FORKED, "expected FORKED, got %u: %s", reply.type,
                  reply.text);
-    cr_assert_eq(reply.worker_id, id);
+    cr_assert_eq(reply.worker_id, w->id);
     cr_assert_gt(reply.pid, 0);
-    *w = (Worker){.pid = reply.pid, .id = id, .request = request[0], .heartbeat = heartbeat[0]};
+    w->pid = reply.pid;
 
     /* HELLO: {hello, OsPid, WorkerId}. */
     Frame f = read_frame(w->request);
@@ -277,8 +283,14 @@ static void worker_fork(Zygote *z, Worker *w, uint32_t id)
     cr_assert_eq(ei_decode_long(f.payload, &index, &pid), 0);
     cr_assert_eq(pid, reply.pid, "HELLO pid %ld, FORKED pid %d", pid, reply.pid);
     cr_assert_eq(ei_decode_ulong(f.payload, &index, &wid), 0);
-    cr_assert_eq(wid, id);
+    cr_assert_eq(wid, w->id);
     frame_free(&f);
+}
+
+static void worker_fork(Zygote *z, Worker *w, uint32_t id)
+{
+    worker_fork_send(z, w, id);
+    worker_fork_expect(z, w);
 }
 
 /* Close the worker's sockets and expect it to exit 0 (the daemon stopped it). */
@@ -713,31 +725,78 @@ Test(worker, sys_executable_runs_python)
     stop_all(&z, &w);
 }
 
-Test(worker, worker_inherits_only_its_own)
+/* Check what worker `w` inherited from the zygote (worker_fixtures.inherited_state). */
+static void expect_own_inheritance(Worker *w)
 {
-    Zygote z;
-    Worker w;
     Frame f;
-    int index, arity, pipe_default, chld_default;
-    long seqpacket, pidfds, ppid;
+    int index, arity, pipe_default, chld_default, gc_enabled, frozen;
+    long seqpacket, streams, pidfds, ppid;
 
-    start_one(&z, &w, NULL);
-    send_call0(&w, 1, "python.worker_fixtures.inherited_state");
-    cr_assert(read_reply(&w, 1, &f, &index));
+    send_call0(w, 1, "python.worker_fixtures.inherited_state");
+    cr_assert(read_reply(w, 1, &f, &index));
     cr_assert_eq(ei_decode_list_header(f.payload, &index, &arity), 0);
-    cr_assert_eq(arity, 5);
+    cr_assert_eq(arity, 8);
     cr_assert_eq(ei_decode_boolean(f.payload, &index, &pipe_default), 0);
     cr_assert(pipe_default, "SIGPIPE is not SIG_DFL in the worker");
     cr_assert_eq(ei_decode_boolean(f.payload, &index, &chld_default), 0);
     cr_assert(chld_default, "SIGCHLD is not SIG_DFL in the worker");
     cr_assert_eq(ei_decode_long(f.payload, &index, &seqpacket), 0);
     cr_assert_eq(seqpacket, 0, "the worker kept the zygote's control socket");
+    cr_assert_eq(ei_decode_long(f.payload, &index, &streams), 0);
+    cr_assert_eq(streams, 2, "worker %u has %ld stream sockets, expected its request and "
+                 "heartbeat sockets only", w->id, streams);
     cr_assert_eq(ei_decode_long(f.payload, &index, &pidfds), 0);
     cr_assert_eq(pidfds, 1, "the worker has %ld pidfds, expected only its daemon's", pidfds);
     cr_assert_eq(ei_decode_long(f.payload, &index, &ppid), 0);
     cr_assert_eq(ppid, (long)getpid(), "the worker's parent is %ld, not the daemon", ppid);
+    cr_assert_eq(ei_decode_boolean(f.payload, &index, &gc_enabled), 0);
+    cr_assert(gc_enabled, "the garbage collector is off in the worker");
+    cr_assert_eq(ei_decode_boolean(f.payload, &index, &frozen), 0);
+    cr_assert(frozen, "the zygote did not freeze its objects before forking");
     frame_free(&f);
+}
+
+Test(worker, worker_inherits_only_its_own)
+{
+    Zygote z;
+    Worker w;
+
+    start_one(&z, &w, NULL);
+    expect_own_inheritance(&w);
     stop_all(&z, &w);
+}
+
+/* FORKs queued together are served by one intermediate; each worker still has only its fds. */
+Test(worker, batch_of_forks)
+{
+    enum { COUNT = 5 };
+    Zygote z;
+    Worker w[COUNT];
+    const char *args[] = {"--allow", ALLOW, NULL};
+
+    zygote_start(&z, args);
+    zygote_expect_ready(&z);
+    for (int i = 0; i < COUNT; i++) {
+        worker_fork_send(&z, &w[i], 10 + (uint32_t)i);
+    }
+    for (int i = 0; i < COUNT; i++) {
+        worker_fork_expect(&z, &w[i]);
+    }
+    for (int i = 0; i < COUNT; i++) {
+        expect_own_inheritance(&w[i]);
+    }
+    /* Stopping one worker of the batch leaves the others serving. */
+    close(w[2].heartbeat);
+    close(w[2].request);
+    int status = wait_exit(w[2].pid, 5000);
+    cr_assert(status != -1 && WIFEXITED(status));
+    expect_serving(&w[3], 2);
+    for (int i = 0; i < COUNT; i++) {
+        if (i != 2) {
+            worker_stop(&w[i]);
+        }
+    }
+    zygote_stop(&z);
 }
 
 Test(worker, not_allowed_imports_nothing)
@@ -1665,6 +1724,16 @@ Test(worker, python_virtualenv)
 }
 
 /* Start a zygote with --python `python` and expect PRELOAD_FAILED containing `text`. */
+static void write_executable(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    cr_assert_not_null(f, "cannot write %s", path);
+    cr_assert_geq(fputs(text, f), 0);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(chmod(path, 0755), 0);
+}
+
 static void expect_python_rejected(const char *python, const char *text)
 {
     Zygote z;
@@ -1685,13 +1754,27 @@ Test(worker, python_interpreter_paths)
     const char *interpreter[] = {"--python", "/usr/bin/python3", "--allow", ALLOW, NULL};
     const char *prefix[] = {"--python", "/usr", NULL};
 
-    /* An interpreter outside a venv is asked for its version by running it. */
+    /* The interpreter that ships the linked libpython is taken as it is. */
     zygote_start(&z, interpreter);
     zygote_expect_ready(&z);
     Worker w;
     worker_fork(&z, &w, 1);
     expect_serving(&w, 1);
     stop_all(&z, &w);
+    /* Any other interpreter outside a venv is asked for its version by running it. */
+    char dir[] = "/tmp/snakepit-python-XXXXXX", wrapper[64], script[128];
+    cr_assert_not_null(mkdtemp(dir));
+    const char *wrapper_args[] = {"--python", wrapper, NULL};
+    snprintf(wrapper, sizeof(wrapper), "%s/python3", dir);
+    snprintf(script, sizeof(script), "#!/bin/sh\nexec %s \"$@\"\n", SNAKEPIT_LINKED_PYTHON);
+    write_executable(wrapper, script);
+    zygote_start(&z, wrapper_args);
+    zygote_expect_ready(&z);
+    zygote_stop(&z);
+    write_executable(wrapper, "#!/bin/sh\necho 3.99\n");
+    expect_python_rejected(wrapper, "is version 3.99");
+    unlink(wrapper);
+    rmdir(dir);
     /* A prefix directory means its bin/python3. */
     zygote_start(&z, prefix);
     zygote_expect_ready(&z);
