@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Peer connection I/O on the libev loop. Reads are bounded per callback so a fast peer cannot
- * starve others; writes go straight to the socket while its buffer has room and queue otherwise.
- * A peer whose queue passes the limit, or that sends nothing for the idle timeout, is dropped.
+ * starve others. Messages to a peer are queued and written once per loop iteration, just before
+ * the loop waits again, so the replies that one iteration makes share one writev(2) and wake the
+ * peer once. A full socket buffer leaves the rest queued for the write watcher. A peer whose
+ * queue passes the limit, or that sends nothing for the idle timeout, is dropped.
  */
 #include "dist_conn.h"
 
@@ -25,6 +27,7 @@
 struct DistConn {
     ev_io read_watcher;
     ev_io write_watcher;
+    ev_prepare flush_watcher; /* active while messages of this iteration wait to be written */
     ev_timer idle_timer;
     struct ev_loop *loop;
     int fd;
@@ -65,6 +68,11 @@ void dist_conn_close(DistConn *c, int err)
         return;
     }
     c->closed = true;
+    if (ev_is_active(&c->flush_watcher)) {
+        /* Replies queued in this iteration still go out if the socket takes them. */
+        ev_prepare_stop(c->loop, &c->flush_watcher);
+        (void)outbuf_flush(&c->out, c->fd);
+    }
     ev_io_stop(c->loop, &c->read_watcher);
     ev_io_stop(c->loop, &c->write_watcher);
     ev_timer_stop(c->loop, &c->idle_timer);
@@ -117,15 +125,31 @@ static int conn_queue(DistConn *c, const struct iovec *parts, int count, size_t 
     if (outbuf_append(&c->out, parts, count) < 0) {
         return -ENOMEM;
     }
+    /* While the write watcher waits for room, it writes this message too. */
+    if (!ev_is_active(&c->write_watcher)) {
+        ev_prepare_start(c->loop, &c->flush_watcher);
+    }
+    return 0;
+}
 
+static void conn_flush(DistConn *c)
+{
     int r = outbuf_flush(&c->out, c->fd);
+
     if (r < 0) {
         log_debug_errno(r, "Write to node %s failed", c->node);
         dist_conn_close(c, r);
-        return -ENOTCONN;
+        return;
     }
     conn_update_write_watcher(c);
-    return 0;
+}
+
+static void conn_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    DistConn *c = w->data;
+
+    ev_prepare_stop(loop, w);
+    conn_flush(c);
 }
 
 int dist_conn_send(DistConn *c, const char *control, size_t control_len, const char *message,
@@ -287,15 +311,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    DistConn *c = w->data;
-    int r = outbuf_flush(&c->out, c->fd);
-
-    if (r < 0) {
-        log_debug_errno(r, "Write to node %s failed", c->node);
-        dist_conn_close(c, r);
-        return;
-    }
-    conn_update_write_watcher(c);
+    conn_flush(w->data);
 }
 
 /* libev's documented way to run a timeout that activity keeps pushing back. */
@@ -336,6 +352,8 @@ DistConn *dist_conn_new(struct ev_loop *loop, int fd, const char *node, uint64_t
 
     ev_io_init(&c->read_watcher, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->write_watcher, conn_write_cb, fd, EV_WRITE);
+    ev_prepare_init(&c->flush_watcher, conn_flush_cb);
+    c->flush_watcher.data = c;
     ev_init(&c->idle_timer, conn_idle_cb);
     c->read_watcher.data = c;
     c->write_watcher.data = c;
