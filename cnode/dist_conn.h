@@ -15,6 +15,9 @@
 
 typedef struct DistConn DistConn;
 
+/* The connections of one loop, whose queued messages are written together once per iteration. */
+typedef struct DistConnGroup DistConnGroup;
+
 typedef struct {
     /* A whole message frame body (starting with 'p'), borrowed for the callback. */
     void (*on_message)(void *userdata, DistConn *conn, const char *body, size_t len);
@@ -32,8 +35,14 @@ typedef struct {
     unsigned idle_timeout_ms;
 } DistConnLimits;
 
+/* Start the group's flush on `loop`; returns NULL on out of memory. */
+DistConnGroup *dist_conn_group_new(struct ev_loop *loop);
+
+/* Stop the flush and free the group, after every connection of it has closed. */
+void dist_conn_group_free(DistConnGroup *group);
+
 /* Take over `fd` (non-blocking, close-on-exec); returns NULL on out of memory (fd is closed). */
-DistConn *dist_conn_new(struct ev_loop *loop, int fd, const char *node, uint64_t id,
+DistConn *dist_conn_new(DistConnGroup *group, int fd, const char *node, uint64_t id,
                         const DistConnLimits *limits, const DistConnHandlers *handlers,
                         void *userdata);
 

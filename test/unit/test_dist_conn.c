@@ -43,13 +43,13 @@ static const DistConnLimits limits = {
     .max_message_bytes = 1 << 20, .max_output_bytes = 1 << 20, .idle_timeout_ms = 60000};
 
 /* A connection on one end of a socketpair; `peer` is the other end. */
-static DistConn *conn_pair(struct ev_loop *loop, int *peer)
+static DistConn *conn_pair(DistConnGroup *group, int *peer)
 {
     int sv[2];
 
     cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
     *peer = sv[1];
-    DistConn *c = dist_conn_new(loop, sv[0], "peer@localhost", 1, &limits, &handlers, NULL);
+    DistConn *c = dist_conn_new(group, sv[0], "peer@localhost", 1, &limits, &handlers, NULL);
     cr_assert_not_null(c);
     return c;
 }
@@ -89,8 +89,9 @@ static size_t frame(char *out, const char *control)
 Test(dist_conn, one_write_per_iteration)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    DistConnGroup *group = dist_conn_group_new(loop);
     int peer;
-    DistConn *c = conn_pair(loop, &peer);
+    DistConn *c = conn_pair(group, &peer);
     char got[256], want[256];
     size_t want_len = 0;
 
@@ -110,14 +111,56 @@ Test(dist_conn, one_write_per_iteration)
 
     dist_conn_close(c, 0);
     close(peer);
+    dist_conn_group_free(group);
+    ev_loop_destroy(loop);
+}
+
+static void queue_from_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    DistConn **c = w->data;
+
+    (void)revents;
+    send_message(*c, "from a prepare watcher");
+    ev_prepare_stop(loop, w);
+}
+
+/*
+ * Telemetry queues its events from a prepare watcher that starts before the group's: they go
+ * out before the loop blocks. libev runs pending watchers of one priority last-started first, so
+ * only the group's lower priority puts its flush after this watcher.
+ */
+Test(dist_conn, message_from_prepare_watcher)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    ev_prepare prepare;
+    DistConn *c = NULL;
+
+    ev_prepare_init(&prepare, queue_from_prepare);
+    prepare.data = &c;
+    ev_prepare_start(loop, &prepare);
+    DistConnGroup *group = dist_conn_group_new(loop);
+    int peer;
+    char got[64], want[64];
+
+    c = conn_pair(group, &peer);
+    ev_run(loop, EVRUN_NOWAIT);
+
+    size_t want_len = frame(want, "from a prepare watcher");
+    cr_assert_eq(peer_read(peer, got, sizeof(got)), want_len,
+                 "the message waited for a later iteration");
+    cr_assert_eq(memcmp(got, want, want_len), 0);
+    dist_conn_close(c, 0);
+    close(peer);
+    dist_conn_group_free(group);
     ev_loop_destroy(loop);
 }
 
 Test(dist_conn, close_writes_queued_messages)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    DistConnGroup *group = dist_conn_group_new(loop);
     int peer;
-    DistConn *c = conn_pair(loop, &peer);
+    DistConn *c = conn_pair(group, &peer);
     char got[64], want[64];
 
     closed_count = 0;
@@ -130,6 +173,7 @@ Test(dist_conn, close_writes_queued_messages)
     cr_assert_eq(memcmp(got, want, want_len), 0);
     cr_assert_eq(recv(peer, got, sizeof(got), MSG_DONTWAIT), 0, "the socket is still open");
     close(peer);
+    dist_conn_group_free(group);
     ev_loop_destroy(loop);
 }
 
@@ -137,13 +181,14 @@ Test(dist_conn, close_writes_queued_messages)
 static int queue_three(size_t max_output_bytes)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    DistConnGroup *group = dist_conn_group_new(loop);
     const DistConnLimits queue_limits = {.max_message_bytes = 1 << 20,
                                          .max_output_bytes = max_output_bytes,
                                          .idle_timeout_ms = 60000};
     int sv[2];
 
     cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-    DistConn *c = dist_conn_new(loop, sv[0], "peer@localhost", 1, &queue_limits, &handlers, NULL);
+    DistConn *c = dist_conn_new(group, sv[0], "peer@localhost", 1, &queue_limits, &handlers, NULL);
     cr_assert_not_null(c);
     closed_count = 0;
     cr_assert_eq(dist_conn_send(c, "0123456789", 10, NULL, 0), 0);
@@ -153,6 +198,7 @@ static int queue_three(size_t max_output_bytes)
         dist_conn_close(c, 0);
     }
     close(sv[1]);
+    dist_conn_group_free(group);
     ev_loop_destroy(loop);
     return r;
 }
