@@ -65,6 +65,7 @@ struct Dist {
     unsigned pending_count;
     ev_async pending_async;
 
+    DistConnGroup *conn_group;
     ConnEntry *conns;
     unsigned conn_count;
     uint64_t next_conn_id;
@@ -407,8 +408,8 @@ static void adopt_connection(Dist *d, int fd, const char *node)
     }
     bool first = !find_conn_by_node(d, node);
     ConnEntry *e = malloc(sizeof(*e));
-    DistConn *conn = e ? dist_conn_new(d->loop, fd, node, ++d->next_conn_id, &d->conn_limits,
-                                       &conn_handlers, d)
+    DistConn *conn = e ? dist_conn_new(d->conn_group, fd, node, ++d->next_conn_id,
+                                       &d->conn_limits, &conn_handlers, d)
                        : NULL;
     if (!conn) {
         free(e);
@@ -761,6 +762,11 @@ int dist_start(struct ev_loop *loop, const DistConfig *config, const DistHandler
     ev_async_init(&d->pending_async, pending_async_cb);
     d->pending_async.data = d;
     ev_async_start(loop, &d->pending_async);
+    d->conn_group = dist_conn_group_new(loop);
+    if (!d->conn_group) {
+        r = -ENOMEM;
+        goto fail;
+    }
 
     ei_init();
     handshake_callbacks = ei_default_socket_callbacks;
@@ -842,6 +848,7 @@ void dist_free(Dist *d)
     while (d->conns) {
         dist_conn_close(d->conns->conn, -ESHUTDOWN);
     }
+    dist_conn_group_free(d->conn_group);
     ev_async_stop(d->loop, &d->pending_async);
     pthread_mutex_destroy(&d->pending_lock);
     pthread_mutex_destroy(&d->ratelimit_lock);

@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Peer connection I/O on the libev loop. Reads are bounded per callback so a fast peer cannot
- * starve others; writes go straight to the socket while its buffer has room and queue otherwise.
- * A peer whose queue passes the limit, or that sends nothing for the idle timeout, is dropped.
+ * starve others. Messages to a peer are queued and written once per loop iteration, so the
+ * replies that one iteration makes share one writev(2) and wake the peer once. The group's
+ * prepare watcher writes them just before the loop waits again. It has the lowest priority, so it
+ * runs after other prepare watchers, which may queue messages too (telemetry dispatch does). A full
+ * socket buffer leaves the rest queued for the write watcher. A peer whose queue passes the
+ * limit, or that sends nothing for the idle timeout, is dropped.
  */
 #include "dist_conn.h"
 
@@ -22,11 +26,20 @@
 #define DIST_CONN_READ_BUDGET (1u << 20)
 #define DIST_CONN_READ_CHUNK (64u * 1024)
 
+struct DistConnGroup {
+    struct ev_loop *loop;
+    ev_prepare flush_watcher;
+    DistConn *dirty; /* connections with messages queued in this iteration */
+};
+
 struct DistConn {
     ev_io read_watcher;
     ev_io write_watcher;
     ev_timer idle_timer;
     struct ev_loop *loop;
+    DistConnGroup *group;
+    DistConn *dirty_next;
+    DistConn **dirty_prev; /* NULL while not on the group's dirty list */
     int fd;
     uint64_t id;
     char node[MAXNODELEN + 1];
@@ -59,12 +72,42 @@ static void conn_release(DistConn *c)
     free(c);
 }
 
+static void conn_mark_dirty(DistConn *c)
+{
+    DistConnGroup *g = c->group;
+
+    if (c->dirty_prev) {
+        return;
+    }
+    c->dirty_next = g->dirty;
+    if (g->dirty) {
+        g->dirty->dirty_prev = &c->dirty_next;
+    }
+    g->dirty = c;
+    c->dirty_prev = &g->dirty;
+}
+
+static void conn_unmark_dirty(DistConn *c)
+{
+    *c->dirty_prev = c->dirty_next;
+    if (c->dirty_next) {
+        c->dirty_next->dirty_prev = c->dirty_prev;
+    }
+    c->dirty_next = NULL;
+    c->dirty_prev = NULL;
+}
+
 void dist_conn_close(DistConn *c, int err)
 {
     if (c->closed) {
         return;
     }
     c->closed = true;
+    if (c->dirty_prev) {
+        /* Replies queued in this iteration still go out if the socket takes them. */
+        conn_unmark_dirty(c);
+        (void)outbuf_flush(&c->out, c->fd);
+    }
     ev_io_stop(c->loop, &c->read_watcher);
     ev_io_stop(c->loop, &c->write_watcher);
     ev_timer_stop(c->loop, &c->idle_timer);
@@ -117,15 +160,62 @@ static int conn_queue(DistConn *c, const struct iovec *parts, int count, size_t 
     if (outbuf_append(&c->out, parts, count) < 0) {
         return -ENOMEM;
     }
+    /* While the write watcher waits for room, it writes this message too. */
+    if (!ev_is_active(&c->write_watcher)) {
+        conn_mark_dirty(c);
+    }
+    return 0;
+}
 
+static void conn_flush(DistConn *c)
+{
     int r = outbuf_flush(&c->out, c->fd);
+
     if (r < 0) {
         log_debug_errno(r, "Write to node %s failed", c->node);
         dist_conn_close(c, r);
-        return -ENOTCONN;
+        return;
     }
     conn_update_write_watcher(c);
-    return 0;
+}
+
+/* A flush that closes a connection may queue messages to others: they are taken in turn. */
+static void group_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    DistConnGroup *g = w->data;
+    DistConn *c;
+
+    while ((c = g->dirty)) {
+        conn_unmark_dirty(c);
+        conn_flush(c);
+    }
+}
+
+DistConnGroup *dist_conn_group_new(struct ev_loop *loop)
+{
+    DistConnGroup *g = calloc(1, sizeof(*g));
+
+    if (!g) {
+        return NULL;
+    }
+    g->loop = loop;
+    ev_prepare_init(&g->flush_watcher, group_flush_cb);
+    ev_set_priority(&g->flush_watcher, EV_MINPRI);
+    g->flush_watcher.data = g;
+    ev_prepare_start(loop, &g->flush_watcher);
+    /* The watcher alone must not keep ev_run() from returning. */
+    ev_unref(loop);
+    return g;
+}
+
+void dist_conn_group_free(DistConnGroup *g)
+{
+    if (!g) {
+        return;
+    }
+    ev_ref(g->loop);
+    ev_prepare_stop(g->loop, &g->flush_watcher);
+    free(g);
 }
 
 int dist_conn_send(DistConn *c, const char *control, size_t control_len, const char *message,
@@ -287,15 +377,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    DistConn *c = w->data;
-    int r = outbuf_flush(&c->out, c->fd);
-
-    if (r < 0) {
-        log_debug_errno(r, "Write to node %s failed", c->node);
-        dist_conn_close(c, r);
-        return;
-    }
-    conn_update_write_watcher(c);
+    conn_flush(w->data);
 }
 
 /* libev's documented way to run a timeout that activity keeps pushing back. */
@@ -315,10 +397,11 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_again(loop, w);
 }
 
-DistConn *dist_conn_new(struct ev_loop *loop, int fd, const char *node, uint64_t id,
+DistConn *dist_conn_new(DistConnGroup *group, int fd, const char *node, uint64_t id,
                         const DistConnLimits *limits, const DistConnHandlers *handlers,
                         void *userdata)
 {
+    struct ev_loop *loop = group->loop;
     DistConn *c = calloc(1, sizeof(*c));
 
     if (!c) {
@@ -326,6 +409,7 @@ DistConn *dist_conn_new(struct ev_loop *loop, int fd, const char *node, uint64_t
         return NULL;
     }
     c->loop = loop;
+    c->group = group;
     c->fd = fd;
     c->id = id;
     snprintf(c->node, sizeof(c->node), "%s", node);

@@ -15,6 +15,9 @@
 
 typedef struct DistConn DistConn;
 
+/* The connections of one loop, whose queued messages are written together once per iteration. */
+typedef struct DistConnGroup DistConnGroup;
+
 typedef struct {
     /* A whole message frame body (starting with 'p'), borrowed for the callback. */
     void (*on_message)(void *userdata, DistConn *conn, const char *body, size_t len);
@@ -32,8 +35,14 @@ typedef struct {
     unsigned idle_timeout_ms;
 } DistConnLimits;
 
+/* Start the group's flush on `loop`; returns NULL on out of memory. */
+DistConnGroup *dist_conn_group_new(struct ev_loop *loop);
+
+/* Stop the flush and free the group, after every connection of it has closed. */
+void dist_conn_group_free(DistConnGroup *group);
+
 /* Take over `fd` (non-blocking, close-on-exec); returns NULL on out of memory (fd is closed). */
-DistConn *dist_conn_new(struct ev_loop *loop, int fd, const char *node, uint64_t id,
+DistConn *dist_conn_new(DistConnGroup *group, int fd, const char *node, uint64_t id,
                         const DistConnLimits *limits, const DistConnHandlers *handlers,
                         void *userdata);
 
@@ -43,8 +52,9 @@ const char *dist_conn_node(const DistConn *conn);
 
 /*
  * Queue one message frame: 'p', `control` and `message` (both with version bytes; `message` may
- * be NULL). Returns 0, or -ENOBUFS when the peer's write queue is over its limit, in which case
- * the connection is closed.
+ * be NULL). It is written before the loop next waits for events, with the other messages of this
+ * iteration. Returns 0, -ENOTCONN after a close, or -ENOBUFS when the peer's write queue is over
+ * its limit, in which case the connection is closed.
  */
 int dist_conn_send(DistConn *conn, const char *control, size_t control_len, const char *message,
                    size_t message_len);
