@@ -131,7 +131,7 @@ static redisReply *admin_command(redisContext *admin, const char *command)
     redisReply *reply = redisCommand(admin, command);
 
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "Redis rejected \"%s\": %s\n", command, reply->str);
+        fprintf(stderr, "Redis returned an error for \"%s\": %s\n", command, reply->str);
         freeReplyObject(reply);
         return NULL;
     }
@@ -186,7 +186,7 @@ static void add_command_line(const char *line, CommandStats *stats)
     }
 }
 
-/* Read INFO commandstats into *out; false when Redis did not answer. */
+/* Read INFO commandstats into *out; false when the command failed. */
 static bool read_command_stats(redisContext *admin, CommandStats *out)
 {
     redisReply *reply = admin_command(admin, "INFO commandstats");
@@ -330,7 +330,7 @@ static int run_redis(Bench *b, const char *url)
     return 0;
 }
 
-/* Benchmark the Redis store at `url`; `host` and `port` are the same server, for INFO. */
+/* Benchmark the Redis store at `url`; INFO goes to `host`:`port`, the same server. */
 static int bench_redis(Bench *b, const char *url, const char *host, int port)
 {
     int r;
