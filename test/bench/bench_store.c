@@ -162,8 +162,8 @@ typedef struct CommandStats {
 } CommandStats;
 
 /*
- * Add one "cmdstat_NAME:calls=N,usec=U,..." line to `stats`. CONFIG (the RESETSTAT) and INFO
- * are the benchmark's own commands and are left out.
+ * Add one "cmdstat_NAME:calls=N,usec=U,..." line to `stats`. CONFIG RESETSTAT and INFO are the
+ * benchmark's own commands and are left out. Redis 7 names subcommands "config|resetstat".
  */
 static void add_command_line(const char *line, CommandStats *stats)
 {
@@ -171,8 +171,11 @@ static void add_command_line(const char *line, CommandStats *stats)
     unsigned long long calls;
     unsigned long long usec;
 
-    if (sscanf(line, "cmdstat_%63[^:]:calls=%llu,usec=%llu", name, &calls, &usec) != 3 ||
-        strcmp(name, "config") == 0 || strcmp(name, "info") == 0) {
+    if (sscanf(line, "cmdstat_%63[^:]:calls=%llu,usec=%llu", name, &calls, &usec) != 3) {
+        return;
+    }
+    name[strcspn(name, "|")] = '\0';
+    if (strcmp(name, "config") == 0 || strcmp(name, "info") == 0) {
         return;
     }
     if (strcmp(name, "eval") == 0) {
