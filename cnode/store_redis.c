@@ -125,7 +125,7 @@ struct RedisStore {
     ev_timer connect_timer;   /* connect timeout while CONNECTING */
     ev_timer reconnect_timer; /* backoff while DOWN */
     RedisOp *ops;             /* pending operations, a doubly linked list */
-    /* The SHA1 of each script from SCRIPT LOAD; empty until a load succeeded: calls use EVAL. */
+    /* The SHA1 of each script from SCRIPT LOAD. Until a load succeeds it is empty: EVAL. */
     char script_sha[STORE_REDIS_SCRIPTS][REDIS_SHA1_HEX_LEN + 1];
 };
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The Lua scripts of the Redis session store and their status codes. Only store_redis.c uses
- * them, through EVALSHA with the SHA1 that SCRIPT LOAD returns, or EVAL with the text; see
- * store_redis_script.c for each script's keys and arguments.
+ * them. It calls each script with EVALSHA and the SHA1 that SCRIPT LOAD returned, or with EVAL
+ * and the text. store_redis_script.c lists each script's keys and arguments.
  */
 #pragma once
 
