@@ -5,7 +5,7 @@
  * Key layout, under the configured prefix P:
  *   P session:<id>  a hash per session: "created", "accessed" (Unix ms from Redis TIME), "ttl"
  *                   (seconds), "owner" and "worker" when set, and "v:<name>" per variable.
- *                   Redis expires the hash itself: every access sets PEXPIRE to the TTL.
+ *                   Redis expires the hash itself: every access sets EXPIRE to the TTL.
  *   P expiry        a sorted set of session ids scored by expiry time (Unix ms). It makes the
  *                   count and the quota O(log n) without scanning keys; store_expire() prunes
  *                   the entries whose hash Redis has already expired.

@@ -14,8 +14,9 @@
 
 /*
  * Lua helpers shared by the scripts. renew() moves the expiry of the session to `now` + `ttl`
- * seconds. access() records an access: it writes "accessed", renews, and returns the time as
- * the decimal string that it wrote.
+ * seconds. `ttl` is the decimal string of the "ttl" field, which EXPIRE takes as it is, because
+ * a Lua number argument costs Redis a conversion of a double to text. access() records an
+ * access: it writes "accessed", renews, and returns the time as the decimal string it wrote.
  */
 #define LUA_PRELUDE                                                                           \
     "local function now_ms()\n"                                                               \
@@ -23,8 +24,9 @@
     "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                    \
     "end\n"                                                                                   \
     "local function renew(ttl, now)\n"                                                        \
-    "  redis.call('PEXPIRE', KEYS[1], ttl * 1000)\n"                                          \
-    "  redis.call('ZADD', KEYS[2], string.format('%d', now + ttl * 1000), ARGV[1])\n"         \
+    "  redis.call('EXPIRE', KEYS[1], ttl)\n"                                                  \
+    "  local expiry = string.format('%d', now + tonumber(ttl) * 1000)\n"                       \
+    "  redis.call('ZADD', KEYS[2], expiry, ARGV[1])\n"                                         \
     "end\n"                                                                                   \
     "local function access(ttl)\n"                                                            \
     "  local now = now_ms()\n"                                                                \
@@ -41,7 +43,7 @@
 static const char script_create[] = LUA_PRELUDE
     "local f = redis.call('HMGET', KEYS[1], 'created', 'ttl', 'owner', 'worker')\n"
     "if f[2] then\n"
-    "  local stamp = access(tonumber(f[2]))\n"
+    "  local stamp = access(f[2])\n"
     "  return {0, f[1], stamp, f[2], f[3], f[4]}\n"
     "end\n"
     "local now = now_ms()\n"
@@ -55,14 +57,14 @@ static const char script_create[] = LUA_PRELUDE
     "  redis.call('HSET', KEYS[1], 'created', stamp, 'accessed', stamp, 'ttl', ARGV[2],\n"
     "             'owner', ARGV[3])\n"
     "end\n"
-    "renew(tonumber(ARGV[2]), now)\n"
+    "renew(ARGV[2], now)\n"
     "return {0, stamp, stamp, ARGV[2], ARGV[3] ~= '' and ARGV[3], false}\n";
 
 /* ARGV: id. Returns the same array as the create script. */
 static const char script_get[] = LUA_PRELUDE
     "local f = redis.call('HMGET', KEYS[1], 'created', 'ttl', 'owner', 'worker')\n"
     "if not f[2] then return {1} end\n"
-    "local stamp = access(tonumber(f[2]))\n"
+    "local stamp = access(f[2])\n"
     "return {0, f[1], stamp, f[2], f[3], f[4]}\n";
 
 /*
@@ -82,14 +84,14 @@ static const char script_put_var[] = LUA_PRELUDE
     "end\n"
     "local now = now_ms()\n"
     "redis.call('HSET', KEYS[1], ARGV[2], ARGV[3], 'accessed', string.format('%d', now))\n"
-    "renew(tonumber(f[1]), now)\n"
+    "renew(f[1], now)\n"
     "return {0}\n";
 
 /* ARGV: id, field. A read of a missing variable still counts as an access. */
 static const char script_get_var[] = LUA_PRELUDE
     "local f = redis.call('HMGET', KEYS[1], 'ttl', ARGV[2])\n"
     "if not f[1] then return {1} end\n"
-    "access(tonumber(f[1]))\n"
+    "access(f[1])\n"
     "if not f[2] then return {2} end\n"
     "return {0, f[2]}\n";
 
@@ -109,7 +111,7 @@ static const char script_delete[] =
 static const char script_touch[] = LUA_PRELUDE
     "local ttl = redis.call('HGET', KEYS[1], 'ttl')\n"
     "if not ttl then return {1} end\n"
-    "access(tonumber(ttl))\n"
+    "access(ttl)\n"
     "return {0}\n";
 
 /* ARGV: id, worker id ("" for none). */
@@ -118,12 +120,12 @@ static const char script_set_worker[] = LUA_PRELUDE
     "if not ttl then return {1} end\n"
     "if ARGV[2] == '' then\n"
     "  redis.call('HDEL', KEYS[1], 'worker')\n"
-    "  access(tonumber(ttl))\n"
+    "  access(ttl)\n"
     "  return {0}\n"
     "end\n"
     "local now = now_ms()\n"
     "redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'accessed', string.format('%d', now))\n"
-    "renew(tonumber(ttl), now)\n"
+    "renew(ttl, now)\n"
     "return {0}\n";
 
 /* KEYS[1]: the expiry index. */
