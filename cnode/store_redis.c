@@ -15,9 +15,10 @@
  * handshake loads every script with SCRIPT LOAD, and calls send EVALSHA with the SHA1 that Redis
  * returned, so Redis neither receives nor hashes the script text on each call. A NOSCRIPT reply
  * (the cache was emptied by a restart behind a proxy, SCRIPT FLUSH or a failover) is retried
- * once as EVAL with the text, which cannot fail with NOSCRIPT and caches the script again. A
- * retried call runs after the calls sent behind it, so only calls that were in flight together
- * can change order, and those have no order that a caller can rely on.
+ * once as EVAL with the text, which cannot fail with NOSCRIPT and caches the script again.
+ * NOTE: a retried call runs after the calls sent behind it. Two calls in flight together can
+ * therefore run out of order, but only when another client cached the later call's script
+ * again in between, so that it did not fail with NOSCRIPT as well.
  *
  * Connection life: DOWN -> CONNECTING (TCP connect, AUTH, SELECT, SCRIPT LOAD, PING, all within
  * the connect timeout) -> UP. Any failure goes back to DOWN and schedules a reconnect with
