@@ -276,11 +276,11 @@ defmodule Bench do
     {scripts, inside} = Enum.split_with(server[op], &(elem(&1, 0) in ["eval", "evalsha"]))
     calls = fn name -> for({^name, per_call, _} <- scripts, do: per_call) |> Enum.sum() end
     usec = for({_, per_call, usec} <- scripts, do: per_call * usec) |> Enum.sum()
-    one = &:erlang.float_to_binary(&1 / 1.0, decimals: 1)
+    one_decimal = &:erlang.float_to_binary(&1 / 1.0, decimals: 1)
 
     value =
-      "#{one.(calls.("evalsha"))} EVALSHA + #{one.(calls.("eval"))} EVAL, #{us(usec)} in Redis, " <>
-        "#{one.(inside |> Enum.map(&elem(&1, 1)) |> Enum.sum())} commands inside"
+      "#{one_decimal.(calls.("evalsha"))} EVALSHA + #{one_decimal.(calls.("eval"))} EVAL, #{us(usec)} in Redis, " <>
+        "#{one_decimal.(inside |> Enum.map(&elem(&1, 1)) |> Enum.sum())} commands inside"
 
     {"  Redis per session #{op}", value, "", nil}
   end
