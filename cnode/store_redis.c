@@ -41,6 +41,7 @@
 
 #include "log.h"
 #include "store_redis.h"
+#include "store_redis_command.h"
 #include "store_redis_reply.h"
 #include "store_redis_script.h"
 
@@ -49,10 +50,6 @@
 #define REDIS_BACKOFF_MAX_MS 5000
 /* SCAN COUNT of one store_delete_by_owner() batch: bounds the time one script blocks Redis. */
 #define REDIS_OWNER_SCAN_COUNT 256
-/* A script's SHA1 in hex, as SCRIPT LOAD returns it and EVALSHA takes it. */
-#define REDIS_SHA1_HEX_LEN 40
-/* Room for the longest EVALSHA header: "*<argc>\r\n$7\r\nEVALSHA\r\n$40\r\n<SHA1>\r\n". */
-#define REDIS_EVALSHA_HEADER_MAX 80
 
 typedef enum {
     REDIS_STATE_DOWN,
@@ -86,14 +83,11 @@ typedef struct RedisOp {
     bool by_sha;             /* the script call in flight is an EVALSHA */
     StoreRedisScript script; /* the script that this op loads or calls */
     /*
-     * A script call's arguments after the script (numkeys, keys, ARGV), formatted once as RESP
-     * bulk strings behind REDIS_EVALSHA_HEADER_MAX free bytes: new, NULL for other commands.
-     * They stay until the reply so that a NOSCRIPT reply can be retried with EVAL, which means
-     * a put keeps a copy of its value while it is in flight.
+     * A script call's encoded arguments, or a zeroed struct for other commands. They stay
+     * until the reply so that a NOSCRIPT reply can be retried with EVAL, which means that a
+     * put keeps a copy of its value while it is in flight.
      */
-    char *script_args;
-    size_t script_args_len;
-    int script_argc;
+    StoreRedisCommandArgs script_args;
     union {
         StoreSessionFn session;
         StoreDoneFn done;
@@ -126,8 +120,8 @@ struct RedisStore {
     ev_timer connect_timer;   /* connect timeout while CONNECTING */
     ev_timer reconnect_timer; /* backoff while DOWN */
     RedisOp *ops;             /* pending operations, a doubly linked list */
-    /* The SHA1 of each script from SCRIPT LOAD. Until a load succeeds it is empty: EVAL. */
-    char script_sha[STORE_REDIS_SCRIPTS][REDIS_SHA1_HEX_LEN + 1];
+    /* The SHA1 of each script from SCRIPT LOAD, empty (calls use EVAL) until a load works. */
+    char script_sha[STORE_REDIS_SCRIPTS][STORE_REDIS_COMMAND_SHA1_HEX_LEN + 1];
 };
 
 static RedisStore *redis_from(Store *store)
@@ -179,7 +173,7 @@ static void report(RedisStore *s, StoreEvent event, int error, const char *detai
 static void op_destroy(RedisOp *op)
 {
     free(op->owner);
-    free(op->script_args);
+    store_redis_command_args_free(&op->script_args);
     free(op);
 }
 
@@ -291,85 +285,28 @@ static void op_submit_formatted(RedisStore *s, RedisOp *op, const char *command,
 
 /* Script calls: EVALSHA, or EVAL when the SHA1 is unknown or Redis replied NOSCRIPT. */
 
-/* Returns the bytes of one RESP bulk string: "$<len>\r\n<data>\r\n". */
-static size_t bulk_size(size_t len)
-{
-    char digits[24];
-
-    return 1 + (size_t)snprintf(digits, sizeof(digits), "%zu", len) + 2 + len + 2;
-}
-
-/* Write one RESP bulk string at `p`; returns the end of what it wrote. */
-static char *put_bulk(char *p, const void *data, size_t len)
-{
-    char header[32];
-    int n = snprintf(header, sizeof(header), "$%zu\r\n", len);
-
-    memcpy(p, header, (size_t)n);
-    p += n;
-    if (len > 0) {
-        memcpy(p, data, len);
-    }
-    memcpy(p + len, "\r\n", 2);
-    return p + len + 2;
-}
-
-/* Format `argc` arguments into op->script_args (see RedisOp); -ENOMEM when out of memory. */
-static int format_script_args(RedisOp *op, int argc, const StoreBytes *args)
-{
-    size_t len = 0;
-    char *buffer;
-    char *p;
-
-    for (int i = 0; i < argc; i++) {
-        len += bulk_size(args[i].len);
-    }
-    buffer = malloc(REDIS_EVALSHA_HEADER_MAX + len);
-    if (buffer == NULL) {
-        return -ENOMEM;
-    }
-    p = buffer + REDIS_EVALSHA_HEADER_MAX;
-    for (int i = 0; i < argc; i++) {
-        p = put_bulk(p, args[i].data, args[i].len);
-    }
-    free(op->script_args);
-    op->script_args = buffer;
-    op->script_args_len = len;
-    op->script_argc = argc;
-    return 0;
-}
-
-/* Send EVALSHA: the header goes into the free bytes in front of the arguments, so no copy. */
+/* Send EVALSHA from the buffer of the encoded arguments, which copies none of them. */
 static void send_evalsha(RedisStore *s, RedisOp *op)
 {
-    char *args = op->script_args + REDIS_EVALSHA_HEADER_MAX;
-    char header[REDIS_EVALSHA_HEADER_MAX + 1];
-    int n = snprintf(header, sizeof(header), "*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n",
-                     op->script_argc + 2, REDIS_SHA1_HEX_LEN, s->script_sha[op->script]);
+    size_t len;
+    const char *command =
+        store_redis_command_evalsha(&op->script_args, s->script_sha[op->script], &len);
 
-    memcpy(args - n, header, (size_t)n);
     op->by_sha = true;
-    op_submit_formatted(s, op, args - n, (size_t)n + op->script_args_len);
+    op_submit_formatted(s, op, command, len);
 }
 
-/* Send EVAL with the script text, in a new buffer. */
+/* Send EVAL with the script text: when the SHA1 is unknown, or to retry after NOSCRIPT. */
 static void send_eval(RedisStore *s, RedisOp *op)
 {
-    const char *text = store_redis_script_text(op->script);
-    size_t text_len = strlen(text);
-    char header[64];
-    int n = snprintf(header, sizeof(header), "*%d\r\n$4\r\nEVAL\r\n", op->script_argc + 2);
-    size_t len = (size_t)n + bulk_size(text_len) + op->script_args_len;
-    char *command = malloc(len);
-    char *p;
+    size_t len;
+    char *command =
+        store_redis_command_eval(&op->script_args, store_redis_script_text(op->script), &len);
 
     if (command == NULL) {
         op_fail(op, -ENOMEM);
         return;
     }
-    memcpy(command, header, (size_t)n);
-    p = put_bulk(command + n, text, text_len);
-    memcpy(p, op->script_args + REDIS_EVALSHA_HEADER_MAX, op->script_args_len);
     op->by_sha = false;
     op_submit_formatted(s, op, command, len);
     free(command);
@@ -382,11 +319,16 @@ static void send_eval(RedisStore *s, RedisOp *op)
 static void op_submit_script(RedisStore *s, RedisOp *op, StoreRedisScript script, int argc,
                              const StoreBytes *args)
 {
-    op->script = script;
-    if (format_script_args(op, argc, args) < 0) {
+    StoreRedisCommandArgs encoded;
+
+    if (store_redis_command_args_encode(argc, args, &encoded) < 0) {
         op_fail(op, -ENOMEM);
         return;
     }
+    /* A store_delete_by_owner() op calls its script once per batch. */
+    store_redis_command_args_free(&op->script_args);
+    op->script_args = encoded;
+    op->script = script;
     if (s->script_sha[script][0] != '\0') {
         send_evalsha(s, op);
     } else {
@@ -531,9 +473,9 @@ static void go_up(RedisStore *s)
  */
 static void keep_script_sha(RedisStore *s, StoreRedisScript script, const redisReply *r)
 {
-    if (r->type == REDIS_REPLY_STRING && r->len == REDIS_SHA1_HEX_LEN) {
-        memcpy(s->script_sha[script], r->str, REDIS_SHA1_HEX_LEN);
-        s->script_sha[script][REDIS_SHA1_HEX_LEN] = '\0';
+    if (r->type == REDIS_REPLY_STRING && r->len == STORE_REDIS_COMMAND_SHA1_HEX_LEN) {
+        memcpy(s->script_sha[script], r->str, STORE_REDIS_COMMAND_SHA1_HEX_LEN);
+        s->script_sha[script][STORE_REDIS_COMMAND_SHA1_HEX_LEN] = '\0';
         return;
     }
     log_debug("Redis store: SCRIPT LOAD of script %d failed (%s), its calls use EVAL",

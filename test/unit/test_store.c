@@ -25,6 +25,7 @@
 
 #include "store.h"
 #include "store_redis.h"
+#include "store_redis_command.h"
 #include "store_redis_reply.h"
 #include "store_redis_script.h"
 
@@ -1899,6 +1900,56 @@ typedef struct UrlCase {
     const char *password;
     int db;
 } UrlCase;
+
+/* The script call encoding must match hiredis's own, byte for byte. */
+Test(store, redis_command_encoding)
+{
+    static const uint8_t binary[] = {'a', '\r', '\n', 0x00, 0xff};
+    static const char sha[] = "0123456789abcdef0123456789abcdef01234567";
+    const StoreBytes args[] = {
+        store_bytes_str("2"),
+        store_bytes_str("P session:s"),
+        {.data = binary, .len = sizeof(binary)},
+        {.data = NULL, .len = 0},
+    };
+    const char *argv[6] = {"EVALSHA", sha};
+    size_t lens[6] = {strlen("EVALSHA"), strlen(sha)};
+    StoreRedisCommandArgs encoded = {0};
+    const char *command;
+    char *expected;
+    char *eval;
+    int expected_len;
+    size_t len;
+
+    for (int i = 0; i < 4; i++) {
+        argv[i + 2] = args[i].data != NULL ? (const char *)args[i].data : "";
+        lens[i + 2] = args[i].len;
+    }
+    cr_assert_eq(store_redis_command_args_encode(4, args, &encoded), 0);
+    cr_assert_eq(encoded.count, 4);
+    command = store_redis_command_evalsha(&encoded, sha, &len);
+    expected_len = redisFormatCommandArgv(&expected, 6, argv, lens);
+    cr_assert_gt(expected_len, 0);
+    cr_assert_eq(len, (size_t)expected_len);
+    cr_assert_eq(memcmp(command, expected, len), 0, "EVALSHA differs from hiredis's encoding");
+    redisFreeCommand(expected);
+
+    argv[0] = "EVAL";
+    lens[0] = strlen("EVAL");
+    argv[1] = "return 1";
+    lens[1] = strlen("return 1");
+    eval = store_redis_command_eval(&encoded, "return 1", &len);
+    cr_assert_not_null(eval);
+    expected_len = redisFormatCommandArgv(&expected, 6, argv, lens);
+    cr_assert_eq(len, (size_t)expected_len);
+    cr_assert_eq(memcmp(eval, expected, len), 0, "EVAL differs from hiredis's encoding");
+    redisFreeCommand(expected);
+    free(eval);
+
+    store_redis_command_args_free(&encoded);
+    cr_assert_null(encoded.buffer);
+    store_redis_command_args_free(&encoded);
+}
 
 Test(store, redis_url_parse)
 {
