@@ -55,7 +55,8 @@ for name in ("get_var", "put_var"):
     open("%s/%s.lua" % (sys.argv[2], name), "w").write(text)
 EOF
 
-port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(/usr/bin/python3 -c \
+    'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cli=(redis-cli -p "$port")
 
 # Print the instructions under readQueryFromClient for `calls` calls of `mode` (EVAL or EVALSHA)
@@ -104,6 +105,8 @@ printf '%-8s %-8s %s\n' script command instructions_per_call
 get_args=(2 k:session:s k:expiry s v:a)
 put_args=(2 k:session:s k:expiry s v:c fedcba9876543210 1024)
 for mode in EVAL EVALSHA; do
-    printf '%-8s %-8s %s\n' get_var "$mode" "$(per_call "$mode" "$work/get_var.lua" "${get_args[@]}")"
-    printf '%-8s %-8s %s\n' put_var "$mode" "$(per_call "$mode" "$work/put_var.lua" "${put_args[@]}")"
+    get=$(per_call "$mode" "$work/get_var.lua" "${get_args[@]}")
+    printf '%-8s %-8s %s\n' get_var "$mode" "$get"
+    put=$(per_call "$mode" "$work/put_var.lua" "${put_args[@]}")
+    printf '%-8s %-8s %s\n' put_var "$mode" "$put"
 done
