@@ -5,19 +5,26 @@
  * Key layout, under the configured prefix P:
  *   P session:<id>  a hash per session: "created", "accessed" (Unix ms from Redis TIME), "ttl"
  *                   (seconds), "owner" and "worker" when set, and "v:<name>" per variable.
- *                   Redis expires the hash itself: every access sets PEXPIRE to the TTL.
+ *                   Redis expires the hash itself: every access sets EXPIRE to the TTL.
  *   P expiry        a sorted set of session ids scored by expiry time (Unix ms). It makes the
  *                   count and the quota O(log n) without scanning keys; store_expire() prunes
  *                   the entries whose hash Redis has already expired.
  *
- * Each operation is one Lua script (EVAL), so the check and the write are atomic even with
- * several daemons on the same prefix, and binary ids, names and values travel as arguments.
+ * Each operation is one Lua script, so the check and the write are atomic even with several
+ * daemons on the same prefix, and binary ids, names and values travel as arguments. The
+ * handshake loads every script with SCRIPT LOAD, and calls send EVALSHA with the SHA1 that Redis
+ * returned, so Redis neither receives nor hashes the script text on each call. A NOSCRIPT reply
+ * (the cache was emptied by a restart behind a proxy, SCRIPT FLUSH or a failover) is retried
+ * once as EVAL with the text, which cannot fail with NOSCRIPT and caches the script again.
+ * NOTE: a retried call runs after the calls sent behind it. Two calls in flight together can
+ * therefore run out of order, but only when another client cached the later call's script
+ * again in between, so that it did not fail with NOSCRIPT as well.
  *
- * Connection life: DOWN -> CONNECTING (TCP connect, AUTH, SELECT, PING, all within the connect
- * timeout) -> UP. Any failure goes back to DOWN and schedules a reconnect with exponential
- * backoff. While not UP every operation fails at once with -ENOTCONN. Each command has a timer.
- * When it fires, the command fails with -ETIMEDOUT and the connection is dropped, because Redis
- * replies in order and every later reply is stuck behind the missing one.
+ * Connection life: DOWN -> CONNECTING (TCP connect, AUTH, SELECT, SCRIPT LOAD, PING, all within
+ * the connect timeout) -> UP. Any failure goes back to DOWN and schedules a reconnect with
+ * exponential backoff. While not UP every operation fails at once with -ENOTCONN. Each command
+ * has a timer. When it fires, the command fails with -ETIMEDOUT and the connection is dropped,
+ * because Redis replies in order and every later reply is stuck behind the missing one.
  *
  * NOTE: hiredis 0.14 resolves a host name with a blocking getaddrinfo() in redisAsyncConnect(),
  * so a URL should name an IP address or a name in /etc/hosts to keep the loop responsive.
@@ -34,6 +41,7 @@
 
 #include "log.h"
 #include "store_redis.h"
+#include "store_redis_command.h"
 #include "store_redis_reply.h"
 #include "store_redis_script.h"
 
@@ -71,6 +79,15 @@ typedef struct RedisOp {
     RedisOpKind kind;
     bool completed; /* the user callback already ran (timeout): drop the late reply */
     bool handshake_last;
+    bool loads_script;       /* OP_HANDSHAKE: SCRIPT LOAD of `script` */
+    bool by_sha;             /* the script call in flight is an EVALSHA */
+    StoreRedisScript script; /* the script that this op loads or calls */
+    /*
+     * A script call's encoded arguments, or a zeroed struct for other commands. They stay
+     * until the reply so that a NOSCRIPT reply can be retried with EVAL, which means that a
+     * put keeps a copy of its value while it is in flight.
+     */
+    StoreRedisCommandArgs script_args;
     union {
         StoreSessionFn session;
         StoreDoneFn done;
@@ -103,6 +120,8 @@ struct RedisStore {
     ev_timer connect_timer;   /* connect timeout while CONNECTING */
     ev_timer reconnect_timer; /* backoff while DOWN */
     RedisOp *ops;             /* pending operations, a doubly linked list */
+    /* The SHA1 of each script from SCRIPT LOAD, empty (calls use EVAL) until a load works. */
+    char script_sha[STORE_REDIS_SCRIPTS][STORE_REDIS_COMMAND_SHA1_HEX_LEN + 1];
 };
 
 static RedisStore *redis_from(Store *store)
@@ -154,6 +173,7 @@ static void report(RedisStore *s, StoreEvent event, int error, const char *detai
 static void op_destroy(RedisOp *op)
 {
     free(op->owner);
+    store_redis_command_args_free(&op->script_args);
     free(op);
 }
 
@@ -224,6 +244,19 @@ static void on_command_timeout(struct ev_loop *loop, ev_timer *timer, int revent
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
 
+/* Link `op`, whose command hiredis has queued, into the pending list and start its timer. */
+static void op_start(RedisStore *s, RedisOp *op)
+{
+    op->next = s->ops;
+    if (s->ops != NULL) {
+        s->ops->prev = op;
+    }
+    s->ops = op;
+    ev_timer_init(&op->timer, on_command_timeout, s->command_timeout_ms / 1000.0, 0.0);
+    op->timer.data = op;
+    ev_timer_start(s->loop, &op->timer);
+}
+
 /*
  * Send one command for `op` and start its timer. On failure the op fails with -ENOTCONN and is
  * freed. The strings in argv are copied by hiredis.
@@ -236,14 +269,76 @@ static void op_submit(RedisStore *s, RedisOp *op, int argc, const char **argv,
         op_fail(op, s->freeing ? -ECANCELED : -ENOTCONN);
         return;
     }
-    op->next = s->ops;
-    if (s->ops != NULL) {
-        s->ops->prev = op;
+    op_start(s, op);
+}
+
+/* op_submit() for a command already in RESP form; hiredis copies `command`. */
+static void op_submit_formatted(RedisStore *s, RedisOp *op, const char *command, size_t len)
+{
+    if (s->ac == NULL ||
+        redisAsyncFormattedCommand(s->ac, on_reply, op, command, len) != REDIS_OK) {
+        op_fail(op, s->freeing ? -ECANCELED : -ENOTCONN);
+        return;
     }
-    s->ops = op;
-    ev_timer_init(&op->timer, on_command_timeout, s->command_timeout_ms / 1000.0, 0.0);
-    op->timer.data = op;
-    ev_timer_start(s->loop, &op->timer);
+    op_start(s, op);
+}
+
+/* Script calls: EVALSHA, or EVAL when the SHA1 is unknown or Redis replied NOSCRIPT. */
+
+/* Send EVALSHA from the buffer of the encoded arguments, which copies none of them. */
+static void send_evalsha(RedisStore *s, RedisOp *op)
+{
+    size_t len;
+    const char *command =
+        store_redis_command_evalsha(&op->script_args, s->script_sha[op->script], &len);
+
+    op->by_sha = true;
+    op_submit_formatted(s, op, command, len);
+}
+
+/* Send EVAL with the script text: when the SHA1 is unknown, or to retry after NOSCRIPT. */
+static void send_eval(RedisStore *s, RedisOp *op)
+{
+    size_t len;
+    char *command =
+        store_redis_command_eval(&op->script_args, store_redis_script_text(op->script), &len);
+
+    if (command == NULL) {
+        op_fail(op, -ENOMEM);
+        return;
+    }
+    op->by_sha = false;
+    op_submit_formatted(s, op, command, len);
+    free(command);
+}
+
+/*
+ * Call `script` for `op` with `argc` arguments after the script: numkeys, the keys, then ARGV.
+ * On failure the op fails and is freed.
+ */
+static void op_submit_script(RedisStore *s, RedisOp *op, StoreRedisScript script, int argc,
+                             const StoreBytes *args)
+{
+    StoreRedisCommandArgs encoded;
+
+    if (store_redis_command_args_encode(argc, args, &encoded) < 0) {
+        op_fail(op, -ENOMEM);
+        return;
+    }
+    /* A store_delete_by_owner() op calls its script once per batch. */
+    store_redis_command_args_free(&op->script_args);
+    op->script_args = encoded;
+    op->script = script;
+    if (s->script_sha[script][0] != '\0') {
+        send_evalsha(s, op);
+    } else {
+        send_eval(s, op);
+    }
+}
+
+static bool is_noscript(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
 }
 
 static RedisOp *op_new(RedisStore *s, RedisOpKind kind, void *userdata)
@@ -372,9 +467,28 @@ static void go_up(RedisStore *s)
     report(s, STORE_EVENT_UP, 0, NULL);
 }
 
+/*
+ * Keep the SHA1 from the reply to a SCRIPT LOAD. After any other reply (SCRIPT renamed away,
+ * say) the script's calls use EVAL, and the PING that follows decides whether the store is up.
+ */
+static void keep_script_sha(RedisStore *s, StoreRedisScript script, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_STRING && r->len == STORE_REDIS_COMMAND_SHA1_HEX_LEN) {
+        memcpy(s->script_sha[script], r->str, STORE_REDIS_COMMAND_SHA1_HEX_LEN);
+        s->script_sha[script][STORE_REDIS_COMMAND_SHA1_HEX_LEN] = '\0';
+        return;
+    }
+    log_debug("Redis store: SCRIPT LOAD of script %d failed (%s), its calls use EVAL",
+              (int)script, r->type == REDIS_REPLY_ERROR ? r->str : "not a SHA1");
+}
+
 static void handshake_reply(RedisStore *s, RedisOp *op, const redisReply *r)
 {
     if (r == NULL || s->state != REDIS_STATE_CONNECTING) {
+        return;
+    }
+    if (op->loads_script) {
+        keep_script_sha(s, op->script, r);
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -415,6 +529,11 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (r == NULL) {
         op_fail(op, s->freeing ? -ECANCELED : -ENOTCONN);
+        return;
+    }
+    if (op->by_sha && is_noscript(r)) {
+        log_debug("Redis store: NOSCRIPT for script %d, retrying with EVAL", (int)op->script);
+        send_eval(s, op);
         return;
     }
     switch (op->kind) {
@@ -512,7 +631,9 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     schedule_reconnect(s);
 }
 
-static void send_handshake_command(RedisStore *s, int argc, const char **argv, bool last)
+/* Send one handshake command; `load` selects a SCRIPT LOAD whose reply is the SHA1 of `script`. */
+static void send_handshake_command(RedisStore *s, int argc, const char **argv, bool last,
+                                   bool load, StoreRedisScript script)
 {
     RedisOp *op = op_new(s, OP_HANDSHAKE, NULL);
     size_t lens[3];
@@ -521,25 +642,36 @@ static void send_handshake_command(RedisStore *s, int argc, const char **argv, b
         return;
     }
     op->handshake_last = last;
+    op->loads_script = load;
+    op->script = script;
     for (int i = 0; i < argc; i++) {
         lens[i] = strlen(argv[i]);
     }
     op_submit(s, op, argc, argv, lens);
 }
 
-/* Send AUTH and SELECT when the URL sets a password or db, then PING, whose reply means UP. */
+/*
+ * Send AUTH and SELECT when the URL sets a password or db, SCRIPT LOAD of every script, then
+ * PING, whose reply means UP. hiredis pipelines them: the handshake takes one round trip.
+ */
 static void send_handshake(RedisStore *s)
 {
     char db[16];
 
     if (s->url.password[0] != '\0') {
-        send_handshake_command(s, 2, (const char *[]){"AUTH", s->url.password}, false);
+        send_handshake_command(s, 2, (const char *[]){"AUTH", s->url.password}, false, false,
+                               0);
     }
     if (s->url.db != 0) {
         snprintf(db, sizeof(db), "%d", s->url.db);
-        send_handshake_command(s, 2, (const char *[]){"SELECT", db}, false);
+        send_handshake_command(s, 2, (const char *[]){"SELECT", db}, false, false, 0);
     }
-    send_handshake_command(s, 1, (const char *[]){"PING"}, true);
+    for (int i = 0; i < STORE_REDIS_SCRIPTS; i++) {
+        const char *load[] = {"SCRIPT", "LOAD", store_redis_script_text((StoreRedisScript)i)};
+
+        send_handshake_command(s, 3, load, false, true, (StoreRedisScript)i);
+    }
+    send_handshake_command(s, 1, (const char *[]){"PING"}, true, false, 0);
 }
 
 static void connect_now(RedisStore *s)
@@ -606,14 +738,13 @@ static char *session_key(const RedisStore *s, StoreBytes id, size_t *len)
 }
 
 /*
- * Run `script` for `op` on session `id`: EVAL script 2 <session key> <index key> id extra...
- * `extra` holds up to 3 more arguments after the id.
+ * Call `script` for `op` on session `id` with KEYS = <session key> <index key> and ARGV = id,
+ * then up to 3 more arguments from `extra`.
  */
-static void eval_session_script(RedisStore *s, RedisOp *op, const char *script, StoreBytes id,
-                                int extra_count, const StoreBytes *extra)
+static void call_session_script(RedisStore *s, RedisOp *op, StoreRedisScript script,
+                                StoreBytes id, int extra_count, const StoreBytes *extra)
 {
-    const char *argv[9];
-    size_t lens[9];
+    StoreBytes args[7];
     size_t key_len;
     char *key = session_key(s, id, &key_len);
     int argc = 0;
@@ -622,23 +753,14 @@ static void eval_session_script(RedisStore *s, RedisOp *op, const char *script, 
         op_fail(op, -ENOMEM);
         return;
     }
-    argv[argc] = "EVAL";
-    lens[argc++] = 4;
-    argv[argc] = script;
-    lens[argc++] = strlen(script);
-    argv[argc] = "2";
-    lens[argc++] = 1;
-    argv[argc] = key;
-    lens[argc++] = key_len;
-    argv[argc] = s->index_key;
-    lens[argc++] = strlen(s->index_key);
-    argv[argc] = (const char *)id.data;
-    lens[argc++] = id.len;
+    args[argc++] = store_bytes_str("2");
+    args[argc++] = (StoreBytes){.data = (const uint8_t *)key, .len = key_len};
+    args[argc++] = store_bytes_str(s->index_key);
+    args[argc++] = id;
     for (int i = 0; i < extra_count; i++) {
-        argv[argc] = (const char *)extra[i].data;
-        lens[argc++] = extra[i].len;
+        args[argc++] = extra[i];
     }
-    op_submit(s, op, argc, argv, lens);
+    op_submit_script(s, op, script, argc, args);
     free(key);
 }
 
@@ -684,7 +806,7 @@ static void redis_create(Store *store, StoreBytes id, uint32_t ttl_s, const char
     op->cb.session = cb;
     snprintf(ttl, sizeof(ttl), "%" PRIu32, ttl_s);
     snprintf(max, sizeof(max), "%" PRIu64, store->limits.max_sessions);
-    eval_session_script(s, op, store_redis_script_create, id, 3,
+    call_session_script(s, op, STORE_REDIS_SCRIPT_CREATE, id, 3,
                         (StoreBytes[]){store_bytes_str(ttl),
                                        store_bytes_str(owner != NULL ? owner : ""),
                                        store_bytes_str(max)});
@@ -705,7 +827,7 @@ static void redis_get(Store *store, StoreBytes id, StoreSessionFn cb, void *user
         return;
     }
     op->cb.session = cb;
-    eval_session_script(s, op, store_redis_script_get, id, 0, NULL);
+    call_session_script(s, op, STORE_REDIS_SCRIPT_GET, id, 0, NULL);
 }
 
 static void redis_dump(Store *store, StoreBytes id, StoreDumpFn cb, void *userdata)
@@ -723,7 +845,7 @@ static void redis_dump(Store *store, StoreBytes id, StoreDumpFn cb, void *userda
         return;
     }
     op->cb.dump = cb;
-    eval_session_script(s, op, store_redis_script_dump, id, 0, NULL);
+    call_session_script(s, op, STORE_REDIS_SCRIPT_DUMP, id, 0, NULL);
 }
 
 /* Start an OP_DONE operation; NULL (after failing the call) when down or out of memory. */
@@ -776,7 +898,7 @@ static void redis_put_var(Store *store, StoreBytes id, StoreBytes name, StoreByt
         return;
     }
     snprintf(max, sizeof(max), "%" PRIu32, store->limits.max_vars);
-    eval_session_script(s, op, store_redis_script_put_var, id, 3,
+    call_session_script(s, op, STORE_REDIS_SCRIPT_PUT_VAR, id, 3,
                         (StoreBytes[]){field, value, store_bytes_str(max)});
     free(field_buf);
 }
@@ -801,7 +923,7 @@ static void redis_get_var(Store *store, StoreBytes id, StoreBytes name, StoreVal
         return;
     }
     op->cb.value = cb;
-    eval_session_script(s, op, store_redis_script_get_var, id, 1, &field);
+    call_session_script(s, op, STORE_REDIS_SCRIPT_GET_VAR, id, 1, &field);
     free(field_buf);
 }
 
@@ -811,7 +933,7 @@ static void redis_delete(Store *store, StoreBytes id, StoreDoneFn cb, void *user
     RedisOp *op = done_op(s, cb, userdata);
 
     if (op != NULL) {
-        eval_session_script(s, op, store_redis_script_delete, id, 0, NULL);
+        call_session_script(s, op, STORE_REDIS_SCRIPT_DELETE, id, 0, NULL);
     }
 }
 
@@ -821,7 +943,7 @@ static void redis_touch(Store *store, StoreBytes id, StoreDoneFn cb, void *userd
     RedisOp *op = done_op(s, cb, userdata);
 
     if (op != NULL) {
-        eval_session_script(s, op, store_redis_script_touch, id, 0, NULL);
+        call_session_script(s, op, STORE_REDIS_SCRIPT_TOUCH, id, 0, NULL);
     }
 }
 
@@ -838,7 +960,7 @@ static void redis_set_worker(Store *store, StoreBytes id, int64_t worker_id, Sto
     if (worker_id != STORE_WORKER_NONE) {
         snprintf(worker, sizeof(worker), "%" PRId64, worker_id);
     }
-    eval_session_script(s, op, store_redis_script_set_worker, id, 1,
+    call_session_script(s, op, STORE_REDIS_SCRIPT_SET_WORKER, id, 1,
                         (StoreBytes[]){store_bytes_str(worker)});
 }
 
@@ -876,11 +998,10 @@ static void redis_list(Store *store, uint64_t cursor, uint32_t limit, StoreListF
     op_submit(s, op, 6, argv, lens);
 }
 
-/* EVAL `script` 1 <index key>: the count and expire operations. */
-static void eval_index_script(RedisStore *s, const char *script, StoreCountFn cb, void *userdata)
+/* Call `script` with KEYS = <index key>: the count and expire operations. */
+static void call_index_script(RedisStore *s, StoreRedisScript script, StoreCountFn cb,
+                              void *userdata)
 {
-    const char *argv[4];
-    size_t lens[4];
     RedisOp *op;
 
     if (reject_when_down(s)) {
@@ -893,24 +1014,18 @@ static void eval_index_script(RedisStore *s, const char *script, StoreCountFn cb
         return;
     }
     op->cb.count = cb;
-    argv[0] = "EVAL";
-    argv[1] = script;
-    argv[2] = "1";
-    argv[3] = s->index_key;
-    for (int i = 0; i < 4; i++) {
-        lens[i] = strlen(argv[i]);
-    }
-    op_submit(s, op, 4, argv, lens);
+    op_submit_script(s, op, script, 2,
+                     (StoreBytes[]){store_bytes_str("1"), store_bytes_str(s->index_key)});
 }
 
 static void redis_expire(Store *store, StoreCountFn cb, void *userdata)
 {
-    eval_index_script(redis_from(store), store_redis_script_expire, cb, userdata);
+    call_index_script(redis_from(store), STORE_REDIS_SCRIPT_EXPIRE, cb, userdata);
 }
 
 static void redis_count(Store *store, StoreCountFn cb, void *userdata)
 {
-    eval_index_script(redis_from(store), store_redis_script_count, cb, userdata);
+    call_index_script(redis_from(store), STORE_REDIS_SCRIPT_COUNT_SESSIONS, cb, userdata);
 }
 
 static void submit_owner_batch(RedisStore *s, RedisOp *op, uint64_t cursor)
@@ -918,25 +1033,16 @@ static void submit_owner_batch(RedisStore *s, RedisOp *op, uint64_t cursor)
     char cursor_text[24];
     char count_text[16];
     char prefix_len[24];
-    const char *argv[9];
-    size_t lens[9];
 
     snprintf(cursor_text, sizeof(cursor_text), "%" PRIu64, cursor);
     snprintf(count_text, sizeof(count_text), "%d", REDIS_OWNER_SCAN_COUNT);
     snprintf(prefix_len, sizeof(prefix_len), "%zu", strlen(s->session_prefix));
-    argv[0] = "EVAL";
-    argv[1] = store_redis_script_delete_by_owner;
-    argv[2] = "1";
-    argv[3] = s->index_key;
-    argv[4] = cursor_text;
-    argv[5] = s->session_pattern;
-    argv[6] = count_text;
-    argv[7] = op->owner;
-    argv[8] = prefix_len;
-    for (int i = 0; i < 9; i++) {
-        lens[i] = strlen(argv[i]);
-    }
-    op_submit(s, op, 9, argv, lens);
+    op_submit_script(s, op, STORE_REDIS_SCRIPT_DELETE_BY_OWNER, 7,
+                     (StoreBytes[]){store_bytes_str("1"), store_bytes_str(s->index_key),
+                                    store_bytes_str(cursor_text),
+                                    store_bytes_str(s->session_pattern),
+                                    store_bytes_str(count_text), store_bytes_str(op->owner),
+                                    store_bytes_str(prefix_len)});
 }
 
 static void redis_delete_by_owner(Store *store, const char *owner, StoreCountFn cb,

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The Lua scripts of the Redis session store (texts for EVAL) and their status codes. Only
- * store_redis.c uses them; see store_redis_script.c for each script's keys and arguments.
+ * The Lua scripts of the Redis session store and their status codes. Only store_redis.c uses
+ * them. It calls each script with EVALSHA and the SHA1 that SCRIPT LOAD returned, or with EVAL
+ * and the text. store_redis_script.c lists each script's keys and arguments.
  */
 #pragma once
 
@@ -11,14 +12,20 @@
 #define STORE_REDIS_LUA_NO_VARIABLE 2
 #define STORE_REDIS_LUA_QUOTA 3
 
-extern const char store_redis_script_create[];
-extern const char store_redis_script_get[];
-extern const char store_redis_script_put_var[];
-extern const char store_redis_script_get_var[];
-extern const char store_redis_script_dump[];
-extern const char store_redis_script_delete[];
-extern const char store_redis_script_touch[];
-extern const char store_redis_script_set_worker[];
-extern const char store_redis_script_count[];
-extern const char store_redis_script_expire[];
-extern const char store_redis_script_delete_by_owner[];
+typedef enum {
+    STORE_REDIS_SCRIPT_CREATE,
+    STORE_REDIS_SCRIPT_GET,
+    STORE_REDIS_SCRIPT_PUT_VAR,
+    STORE_REDIS_SCRIPT_GET_VAR,
+    STORE_REDIS_SCRIPT_DUMP,
+    STORE_REDIS_SCRIPT_DELETE,
+    STORE_REDIS_SCRIPT_TOUCH,
+    STORE_REDIS_SCRIPT_SET_WORKER,
+    STORE_REDIS_SCRIPT_COUNT_SESSIONS,
+    STORE_REDIS_SCRIPT_EXPIRE,
+    STORE_REDIS_SCRIPT_DELETE_BY_OWNER,
+    STORE_REDIS_SCRIPTS, /* the number of scripts */
+} StoreRedisScript;
+
+/* Returns the Lua text of `script` (static, NUL-terminated). */
+const char *store_redis_script_text(StoreRedisScript script);

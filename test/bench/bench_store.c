@@ -2,8 +2,11 @@
 /*
  * Benchmark of the session store: put and get latency percentiles (one operation at a time) for
  * both backends, and the bytes each session costs with two small variables. Memory bytes come
- * from malloc's own count (mallinfo2), Redis bytes from INFO memory's used_memory. Without
- * --redis-url it starts its own redis-server on a free loopback port and kills it at the end.
+ * from malloc's own count (mallinfo2), Redis bytes from INFO memory's used_memory. For Redis it
+ * also prints, per timed put and get, the EVAL and EVALSHA calls, the commands the scripts ran
+ * and Redis's own time, from INFO commandstats after a CONFIG RESETSTAT. Without --redis-url it
+ * starts its own redis-server on a free loopback port and kills it at the end. With --redis-url
+ * the Redis must be otherwise idle, or the commandstats count other clients' commands too.
  *
  *   bench_store [--sessions N] [--ops N] [--redis-url URL | --no-redis]
  */
@@ -33,6 +36,7 @@
 typedef struct Bench {
     struct ev_loop *loop;
     Store *store;
+    redisContext *admin; /* blocking connection for INFO; NULL for the memory backend */
     size_t sessions;
     size_t ops;
     size_t pending;
@@ -121,6 +125,110 @@ static void fill(Bench *b)
     wait_pending(b, 0);
 }
 
+/* Send `command` on the blocking connection; returns its reply (free it) or NULL on failure. */
+static redisReply *admin_command(redisContext *admin, const char *command)
+{
+    redisReply *reply = redisCommand(admin, command);
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "Redis returned an error for \"%s\": %s\n", command, reply->str);
+        freeReplyObject(reply);
+        return NULL;
+    }
+    return reply;
+}
+
+/* used_memory from INFO memory, or -1. */
+static long long redis_used_memory(redisContext *admin)
+{
+    redisReply *reply = admin_command(admin, "INFO memory");
+    long long used = -1;
+    const char *field;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
+        (field = strstr(reply->str, "used_memory:")) != NULL) {
+        used = atoll(field + strlen("used_memory:"));
+    }
+    freeReplyObject(reply);
+    return used;
+}
+
+/* Totals of one timed series from INFO commandstats. */
+typedef struct CommandStats {
+    unsigned long long eval_calls;
+    unsigned long long evalsha_calls;
+    unsigned long long inner_calls; /* every other command: the ones the scripts ran */
+    unsigned long long script_usec; /* Redis's time in EVAL and EVALSHA, inner commands included */
+} CommandStats;
+
+/*
+ * Add one "cmdstat_NAME:calls=N,usec=U,..." line to `stats`. CONFIG RESETSTAT and INFO are the
+ * benchmark's own commands and are left out. Redis 7 names subcommands "config|resetstat".
+ */
+static void add_command_line(const char *line, CommandStats *stats)
+{
+    char name[64];
+    unsigned long long calls;
+    unsigned long long usec;
+
+    if (sscanf(line, "cmdstat_%63[^:]:calls=%llu,usec=%llu", name, &calls, &usec) != 3) {
+        return;
+    }
+    name[strcspn(name, "|")] = '\0';
+    if (strcmp(name, "config") == 0 || strcmp(name, "info") == 0) {
+        return;
+    }
+    if (strcmp(name, "eval") == 0) {
+        stats->eval_calls += calls;
+        stats->script_usec += usec;
+    } else if (strcmp(name, "evalsha") == 0) {
+        stats->evalsha_calls += calls;
+        stats->script_usec += usec;
+    } else {
+        stats->inner_calls += calls;
+    }
+}
+
+/* Read INFO commandstats into *out; false when the command failed. */
+static bool read_command_stats(redisContext *admin, CommandStats *out)
+{
+    redisReply *reply = admin_command(admin, "INFO commandstats");
+    CommandStats stats = {0};
+
+    if (reply == NULL || reply->type != REDIS_REPLY_STRING) {
+        freeReplyObject(reply);
+        return false;
+    }
+    for (const char *line = reply->str; line != NULL && *line != '\0';) {
+        add_command_line(line, &stats);
+        line = strchr(line, '\n');
+        line = line != NULL ? line + 1 : NULL;
+    }
+    freeReplyObject(reply);
+    *out = stats;
+    return true;
+}
+
+static void reset_command_stats(redisContext *admin)
+{
+    freeReplyObject(admin_command(admin, "CONFIG RESETSTAT"));
+}
+
+static void print_command_stats(redisContext *admin, const char *op, size_t ops)
+{
+    CommandStats stats;
+    double n = (double)ops;
+
+    if (!read_command_stats(admin, &stats)) {
+        fprintf(stderr, "Failed to read INFO commandstats\n");
+        return;
+    }
+    printf("redis    %-4s per call: %.2f EVALSHA, %.2f EVAL, %.2f commands inside, "
+           "%.2f us in Redis\n",
+           op, (double)stats.evalsha_calls / n, (double)stats.eval_calls / n,
+           (double)stats.inner_calls / n, (double)stats.script_usec / n);
+}
+
 /* Time `ops` puts and `ops` gets on random sessions, one operation at a time. */
 static void measure_latency(Bench *b, const char *backend)
 {
@@ -132,6 +240,9 @@ static void measure_latency(Bench *b, const char *backend)
         for (size_t i = 0; i < b->ops; i++) {
             double start;
 
+            if (i == 0 && b->admin != NULL) {
+                reset_command_stats(b->admin);
+            }
             session_id((size_t)rand() % b->sessions, id, sizeof(id));
             b->pending = 1;
             start = now_us();
@@ -145,6 +256,9 @@ static void measure_latency(Bench *b, const char *backend)
             samples[i] = now_us() - start;
         }
         print_percentiles(backend, pass == 0 ? "put" : "get", samples, b->ops);
+        if (b->admin != NULL) {
+            print_command_stats(b->admin, pass == 0 ? "put" : "get", b->ops);
+        }
     }
     free(samples);
 }
@@ -176,28 +290,6 @@ static int bench_memory(Bench *b)
     return 0;
 }
 
-/* used_memory from INFO memory, with a blocking connection of the benchmark's own. */
-static long long redis_used_memory(const char *host, int port)
-{
-    redisContext *c = redisConnect(host, port);
-    redisReply *reply;
-    long long used = -1;
-    const char *field;
-
-    if (c == NULL || c->err != 0) {
-        redisFree(c);
-        return -1;
-    }
-    reply = redisCommand(c, "INFO memory");
-    if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
-        (field = strstr(reply->str, "used_memory:")) != NULL) {
-        used = atoll(field + strlen("used_memory:"));
-    }
-    freeReplyObject(reply);
-    redisFree(c);
-    return used;
-}
-
 static void on_event(StoreEvent event, int error, const char *detail, void *data)
 {
     if (event == STORE_EVENT_UP) {
@@ -205,7 +297,7 @@ static void on_event(StoreEvent event, int error, const char *detail, void *data
     }
 }
 
-static int bench_redis(Bench *b, const char *url, const char *host, int port)
+static int run_redis(Bench *b, const char *url)
 {
     StoreConfig config = {
         .backend = "redis",
@@ -215,7 +307,7 @@ static int bench_redis(Bench *b, const char *url, const char *host, int port)
         .on_event = on_event,
         .event_data = b,
     };
-    long long before = redis_used_memory(host, port);
+    long long before = redis_used_memory(b->admin);
     long long after;
 
     if (store_new(&config, b->loop, &b->store) < 0) {
@@ -231,7 +323,7 @@ static int bench_redis(Bench *b, const char *url, const char *host, int port)
         return -1;
     }
     fill(b);
-    after = redis_used_memory(host, port);
+    after = redis_used_memory(b->admin);
     measure_latency(b, "redis");
     if (before >= 0 && after >= 0) {
         printf("redis    bytes per session: %.0f (%zu sessions, used_memory delta)\n",
@@ -239,6 +331,25 @@ static int bench_redis(Bench *b, const char *url, const char *host, int port)
     }
     store_free(b->store);
     return 0;
+}
+
+/* Benchmark the Redis store at `url`; INFO goes to `host`:`port`, the same server. */
+static int bench_redis(Bench *b, const char *url, const char *host, int port)
+{
+    int r;
+
+    b->admin = redisConnect(host, port);
+    if (b->admin == NULL || b->admin->err != 0) {
+        fprintf(stderr, "Failed to connect to Redis at %s:%d: %s\n", host, port,
+                b->admin != NULL ? b->admin->errstr : "out of memory");
+        redisFree(b->admin);
+        b->admin = NULL;
+        return -1;
+    }
+    r = run_redis(b, url);
+    redisFree(b->admin);
+    b->admin = NULL;
+    return r;
 }
 
 static int free_port(void)

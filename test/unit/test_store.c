@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <fcntl.h>
+#include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,7 +25,9 @@
 
 #include "store.h"
 #include "store_redis.h"
+#include "store_redis_command.h"
 #include "store_redis_reply.h"
+#include "store_redis_script.h"
 
 /* How long a test waits for one asynchronous completion before it fails. */
 #define WAIT_LIMIT_S 5.0
@@ -717,6 +720,28 @@ BACKEND_TEST(variable_quota)
     harness_stop(&h);
 }
 
+BACKEND_TEST(variable_quota_with_owner)
+{
+    StoreConfig config = {.max_vars = 2};
+    Harness h;
+    Result r = {0};
+
+    harness_start(&h, *backend, &config);
+    cr_assert_eq(do_create(&h, B("s"), 0, "node@host", &r), 0);
+    cr_assert_eq(do_set_worker(&h, B("s"), 4), 0);
+    cr_assert_eq(do_put(&h, B("s"), B("a"), B("1")), 0);
+    cr_assert_eq(do_put(&h, B("s"), B("b"), B("2")), 0);
+    cr_assert_eq(do_put(&h, B("s"), B("c"), B("3")), -EDQUOT);
+    cr_assert_eq(do_put(&h, B("s"), B("b"), B("two")), 0, "overwriting at the quota works");
+    cr_assert_eq(do_set_worker(&h, B("s"), STORE_WORKER_NONE), 0);
+    cr_assert_eq(do_put(&h, B("s"), B("c"), B("3")), -EDQUOT, "a cleared worker frees no room");
+    cr_assert_eq(do_get_var(&h, B("s"), B("b"), &r), 0);
+    cr_assert_eq(r.value_len, 3);
+    cr_assert_eq(memcmp(r.value, "two", 3), 0);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
 Test(store, memory_byte_quota)
 {
     StoreConfig config = {.max_memory_bytes = 100};
@@ -1324,6 +1349,255 @@ Test(store, redis_key_prefix)
     harness_stop(&h);
 }
 
+/* INFO and admin commands for the Redis tests, on a blocking connection of the test's own. */
+
+static redisReply *admin_command(const Harness *h, const char *command)
+{
+    redisContext *c = redisConnect("127.0.0.1", h->redis.port);
+    redisReply *reply;
+
+    cr_assert(c != NULL && c->err == 0, "connect to redis-server on port %d", h->redis.port);
+    reply = redisCommand(c, command);
+    cr_assert_not_null(reply, "%s: no reply", command);
+    cr_assert_neq(reply->type, REDIS_REPLY_ERROR, "%s: %s", command, reply->str);
+    redisFree(c);
+    return reply;
+}
+
+static void admin_run(const Harness *h, const char *command)
+{
+    freeReplyObject(admin_command(h, command));
+}
+
+/* Returns the number after `key` (say "cmdstat_eval:calls=") in INFO `section`, 0 if absent. */
+static unsigned long long info_number(const Harness *h, const char *section, const char *key)
+{
+    char command[64];
+    redisReply *reply;
+    const char *at;
+    unsigned long long n = 0;
+
+    snprintf(command, sizeof(command), "INFO %s", section);
+    reply = admin_command(h, command);
+    cr_assert_eq(reply->type, REDIS_REPLY_STRING);
+    at = strstr(reply->str, key);
+    if (at != NULL) {
+        n = strtoull(at + strlen(key), NULL, 10);
+    }
+    freeReplyObject(reply);
+    return n;
+}
+
+static unsigned long long eval_calls(const Harness *h)
+{
+    return info_number(h, "commandstats", "cmdstat_eval:calls=");
+}
+
+static unsigned long long evalsha_calls(const Harness *h)
+{
+    return info_number(h, "commandstats", "cmdstat_evalsha:calls=");
+}
+
+static unsigned long long noscript_errors(const Harness *h)
+{
+    return info_number(h, "errorstats", "errorstat_NOSCRIPT:count=");
+}
+
+/*
+ * Call every script of the Redis store at least once on session "s" (owner "node@host", one
+ * variable "v") and check each result. The create script runs twice, on "s" and on "d".
+ */
+static void run_every_script(Harness *h)
+{
+    Result r = {0};
+    uint64_t count = 0;
+
+    cr_assert_eq(do_create(h, B("s"), 0, "node@host", &r), 0);
+    cr_assert_str_eq(r.owner, "node@host");
+    cr_assert_eq(do_get(h, B("s"), &r), 0);
+    cr_assert_eq(r.session.ttl_s, STORE_DEFAULT_TTL_S);
+    cr_assert_eq(do_put(h, B("s"), B("v"), B("value")), 0);
+    cr_assert_eq(do_get_var(h, B("s"), B("v"), &r), 0);
+    cr_assert_eq(r.value_len, 5);
+    cr_assert_eq(memcmp(r.value, "value", 5), 0);
+    cr_assert_eq(do_dump(h, B("s"), &r), 0);
+    cr_assert_eq(r.var_count, 1);
+    cr_assert_eq(do_done_op(h, store_touch, B("s")), 0);
+    cr_assert_eq(do_set_worker(h, B("s"), 2), 0);
+    cr_assert_eq(do_create(h, B("d"), 0, NULL, &r), 0);
+    cr_assert_eq(do_done_op(h, store_delete, B("d")), 0);
+    cr_assert_eq(do_count_op(h, store_count, &count), 0);
+    cr_assert_eq(count, 1);
+    cr_assert_eq(do_count_op(h, store_expire, &count), 0);
+    cr_assert_eq(count, 0);
+    cr_assert_eq(do_delete_by_owner(h, "other@host", &count), 0);
+    cr_assert_eq(count, 0);
+    result_clear(&r);
+}
+
+Test(store, redis_calls_use_evalsha)
+{
+    Harness h;
+
+    harness_start(&h, BACKEND_REDIS, NULL);
+    run_every_script(&h);
+    cr_assert_eq(eval_calls(&h), 0, "the handshake loaded every script");
+    cr_assert_geq(evalsha_calls(&h), STORE_REDIS_SCRIPTS + 1);
+    cr_assert_eq(noscript_errors(&h), 0);
+    harness_stop(&h);
+}
+
+Test(store, redis_script_flush_retried)
+{
+    Harness h;
+
+    harness_start(&h, BACKEND_REDIS, NULL);
+    run_every_script(&h);
+    admin_run(&h, "SCRIPT FLUSH");
+    admin_run(&h, "CONFIG RESETSTAT");
+    run_every_script(&h);
+    cr_assert_eq(noscript_errors(&h), STORE_REDIS_SCRIPTS, "one NOSCRIPT per script");
+    cr_assert_eq(eval_calls(&h), STORE_REDIS_SCRIPTS, "one EVAL per script caches it again");
+    cr_assert(store_is_available(h.store), "a NOSCRIPT reply keeps the connection");
+    run_every_script(&h);
+    cr_assert_eq(eval_calls(&h), STORE_REDIS_SCRIPTS, "later calls use EVALSHA again");
+    harness_stop(&h);
+}
+
+/* 20 puts in flight when the script cache is empty: each retry runs, in the order sent. */
+Test(store, redis_script_flush_pipelined)
+{
+    Result results[20] = {0};
+    char values[20][4];
+    Harness h;
+    Result r = {0};
+    bool all_done = false;
+    unsigned long long evals;
+
+    harness_start(&h, BACKEND_REDIS, NULL);
+    cr_assert_eq(do_create(&h, B("s"), 0, NULL, &r), 0);
+    admin_run(&h, "SCRIPT FLUSH");
+    admin_run(&h, "CONFIG RESETSTAT");
+    for (int i = 0; i < 20; i++) {
+        snprintf(values[i], sizeof(values[i]), "%d", i + 1);
+        store_put_var(h.store, B("s"), B("v"), B(values[i]), on_batch_done, &results[i]);
+    }
+    for (double waited = 0; waited < WAIT_LIMIT_S && !all_done; waited += 0.01) {
+        ev_run(h.loop, EVRUN_NOWAIT);
+        sleep_ms(10);
+        all_done = true;
+        for (int i = 0; i < 20; i++) {
+            all_done = all_done && results[i].done;
+        }
+    }
+    cr_assert(all_done, "every put completes");
+    for (int i = 0; i < 20; i++) {
+        cr_assert_eq(results[i].status, 0, "put %d: status %d", i + 1, results[i].status);
+    }
+    evals = eval_calls(&h);
+    cr_assert_geq(evals, 1);
+    cr_assert_leq(evals, 20);
+    cr_assert_eq(noscript_errors(&h), evals);
+    cr_assert_eq(do_get_var(&h, B("s"), B("v"), &r), 0);
+    cr_assert_eq(r.value_len, 2);
+    cr_assert_eq(memcmp(r.value, "20", 2), 0, "the last put sent is the last one run");
+    result_clear(&r);
+    harness_stop(&h);
+}
+
+Test(store, redis_restart_reloads_scripts)
+{
+    Harness h;
+    Result r = {0};
+    int port;
+
+    harness_start(&h, BACKEND_REDIS, NULL);
+    port = h.redis.port;
+    run_every_script(&h);
+    redis_kill(&h.redis);
+    redis_start(&h.redis, port, NULL);
+    h.ups = 0;
+    wait_up(&h, 6.0);
+    cr_assert_eq(do_get(&h, B("s"), &r), -ENOENT, "the new server has no data");
+    run_every_script(&h);
+    cr_assert_eq(eval_calls(&h), 0, "the reconnect loaded every script");
+    cr_assert_eq(noscript_errors(&h), 0);
+    cr_assert_geq(evalsha_calls(&h), STORE_REDIS_SCRIPTS + 2);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
+/* A Redis that renamed SCRIPT away rejects SCRIPT LOAD: every call uses EVAL. */
+Test(store, redis_without_script_command)
+{
+    const char *const no_script[] = {"--rename-command", "SCRIPT", "", NULL};
+    StoreConfig config = {0};
+    Harness h;
+
+    memset(&h, 0, sizeof(h));
+    signal(SIGPIPE, SIG_IGN);
+    h.backend = BACKEND_REDIS;
+    h.loop = ev_loop_new(EVFLAG_AUTO);
+    redis_start_with(&h.redis, free_port(), no_script);
+    harness_open(&h, &config);
+    run_every_script(&h);
+    cr_assert_eq(evalsha_calls(&h), 0);
+    cr_assert_geq(eval_calls(&h), STORE_REDIS_SCRIPTS + 1);
+    harness_stop(&h);
+}
+
+/*
+ * Wait 1.3 s, more than half of a 2 s TTL, so that a call that did not renew the TTL or the
+ * expiry index leaves the session expired at the next check. 0.7 s are left for a slow machine.
+ */
+static void wait_renewal_gap(Harness *h)
+{
+    bool never = false;
+
+    run_until(h, &never, 1.3);
+    cr_assert_eq(count_sessions(h), 1, "the last call renewed the expiry index entry");
+}
+
+/* Every operation on a session but dump renews its Redis TTL and its expiry index entry. */
+Test(store, redis_access_renews_ttl)
+{
+    Harness h;
+    Result r = {0};
+    bool never = false;
+    uint64_t accessed;
+
+    harness_start(&h, BACKEND_REDIS, NULL);
+    cr_assert_eq(do_create(&h, B("s"), 2, NULL, &r), 0);
+    wait_renewal_gap(&h);
+    cr_assert_eq(do_get(&h, B("s"), &r), 0);
+    wait_renewal_gap(&h);
+    cr_assert_eq(do_get_var(&h, B("s"), B("missing"), &r), -ENOENT);
+    wait_renewal_gap(&h);
+    cr_assert_eq(do_put(&h, B("s"), B("v"), B("1")), 0);
+    wait_renewal_gap(&h);
+    cr_assert_eq(do_done_op(&h, store_touch, B("s")), 0);
+    wait_renewal_gap(&h);
+    cr_assert_eq(do_set_worker(&h, B("s"), 4), 0);
+    wait_renewal_gap(&h);
+    cr_assert_eq(do_set_worker(&h, B("s"), STORE_WORKER_NONE), 0);
+    wait_renewal_gap(&h);
+    cr_assert_eq(do_create(&h, B("s"), 2, NULL, &r), 0, "creating again is an access");
+    wait_renewal_gap(&h);
+    cr_assert_eq(do_get(&h, B("s"), &r), 0, "alive 10 s after a create with a 2 s TTL");
+    accessed = r.session.accessed_ms;
+
+    cr_assert_eq(do_dump(&h, B("s"), &r), 0);
+    cr_assert_eq(r.session.accessed_ms, accessed, "get returns the access time it stored");
+    cr_assert_eq(r.session.worker_id, STORE_WORKER_NONE);
+    run_until(&h, &never, 1.3);
+    cr_assert_eq(do_dump(&h, B("s"), &r), 0);
+    run_until(&h, &never, 1.0);
+    cr_assert_eq(do_dump(&h, B("s"), &r), -ENOENT, "a dump is not an access");
+    cr_assert_eq(count_sessions(&h), 0);
+    result_clear(&r);
+    harness_stop(&h);
+}
+
 /* Run snakepit-store-migrate with `args`; returns its exit status and its stdout in `out`. */
 static int run_migrate(const char *const *args, char *out, size_t size)
 {
@@ -1632,6 +1906,56 @@ typedef struct UrlCase {
     const char *password;
     int db;
 } UrlCase;
+
+/* The script call encoding must match hiredis's own, byte for byte. */
+Test(store, redis_command_encoding)
+{
+    static const uint8_t binary[] = {'a', '\r', '\n', 0x00, 0xff};
+    static const char sha[] = "0123456789abcdef0123456789abcdef01234567";
+    const StoreBytes args[] = {
+        store_bytes_str("2"),
+        store_bytes_str("P session:s"),
+        {.data = binary, .len = sizeof(binary)},
+        {.data = NULL, .len = 0},
+    };
+    const char *argv[6] = {"EVALSHA", sha};
+    size_t lens[6] = {strlen("EVALSHA"), strlen(sha)};
+    StoreRedisCommandArgs encoded = {0};
+    const char *command;
+    char *expected;
+    char *eval;
+    int expected_len;
+    size_t len;
+
+    for (int i = 0; i < 4; i++) {
+        argv[i + 2] = args[i].data != NULL ? (const char *)args[i].data : "";
+        lens[i + 2] = args[i].len;
+    }
+    cr_assert_eq(store_redis_command_args_encode(4, args, &encoded), 0);
+    cr_assert_eq(encoded.count, 4);
+    command = store_redis_command_evalsha(&encoded, sha, &len);
+    expected_len = redisFormatCommandArgv(&expected, 6, argv, lens);
+    cr_assert_gt(expected_len, 0);
+    cr_assert_eq(len, (size_t)expected_len);
+    cr_assert_eq(memcmp(command, expected, len), 0, "EVALSHA differs from hiredis's encoding");
+    redisFreeCommand(expected);
+
+    argv[0] = "EVAL";
+    lens[0] = strlen("EVAL");
+    argv[1] = "return 1";
+    lens[1] = strlen("return 1");
+    eval = store_redis_command_eval(&encoded, "return 1", &len);
+    cr_assert_not_null(eval);
+    expected_len = redisFormatCommandArgv(&expected, 6, argv, lens);
+    cr_assert_eq(len, (size_t)expected_len);
+    cr_assert_eq(memcmp(eval, expected, len), 0, "EVAL differs from hiredis's encoding");
+    redisFreeCommand(expected);
+    free(eval);
+
+    store_redis_command_args_free(&encoded);
+    cr_assert_null(encoded.buffer);
+    store_redis_command_args_free(&encoded);
+}
 
 Test(store, redis_url_parse)
 {
