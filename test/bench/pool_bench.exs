@@ -114,22 +114,6 @@ defmodule Bench.Daemon do
   end
 end
 
-defmodule Bench.Cpu do
-  @moduledoc "On-CPU time of processes from /proc/PID/task/TID/schedstat, in nanoseconds."
-
-  @doc "The on-CPU time of every thread of the processes `os_pids`, summed."
-  def ns(os_pids) do
-    for pid <- os_pids, path <- Path.wildcard("/proc/#{pid}/task/*/schedstat"), reduce: 0 do
-      sum ->
-        case File.read(path) do
-          {:ok, text} -> sum + (text |> String.split() |> hd() |> String.to_integer())
-          # A thread that ended between the listing and the read.
-          {:error, _} -> sum
-        end
-    end
-  end
-end
-
 defmodule Bench.Memory do
   @moduledoc "Memory of a process from /proc/PID/smaps_rollup, in KiB."
 

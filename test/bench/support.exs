@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# Modules shared by the benchmark programs pool_bench.exs and session_bench.exs: an OS process run
-# through a port and stopped by its pid, and sample statistics.
+# Modules shared by the benchmark programs pool_bench.exs, session_bench.exs and burst_bench.exs:
+# an OS process run through a port and stopped by its pid, sample statistics, and on-CPU time.
 
 defmodule Bench.OsProcess do
   @moduledoc """
@@ -160,5 +160,21 @@ defmodule Bench.Stats do
       p99: percentile(samples, 99),
       mean: Enum.sum(samples) / length(samples)
     }
+  end
+end
+
+defmodule Bench.Cpu do
+  @moduledoc "On-CPU time of processes from /proc/PID/task/TID/schedstat, in nanoseconds."
+
+  @doc "The on-CPU time of every thread of the processes `os_pids`, summed."
+  def ns(os_pids) do
+    for pid <- os_pids, path <- Path.wildcard("/proc/#{pid}/task/*/schedstat"), reduce: 0 do
+      sum ->
+        case File.read(path) do
+          {:ok, text} -> sum + (text |> String.split() |> hd() |> String.to_integer())
+          # A thread that ended between the listing and the read.
+          {:error, _} -> sum
+        end
+    end
   end
 end
