@@ -258,6 +258,60 @@ static int decode_pid_checked(const char *buf, int *index, int end, erlang_pid *
     return 0;
 }
 
+static int decode_ref_checked(const char *buf, int *index, int end, erlang_ref *ref)
+{
+    int i = *index;
+    int e = i;
+
+    if (dist_term_skip(buf, (size_t)end, &e) < 0 || ei_decode_ref(buf, &i, ref) < 0 || i != e) {
+        return -EBADMSG;
+    }
+    *index = i;
+    return 0;
+}
+
+/*
+ * The rest of {21, FromProc, ToPid, Ref, Reason} or {28, FromProc, ToPid, Ref} from `index` on.
+ * FromProc is the monitored pid, or an atom for a monitor by registered name.
+ */
+static int monitor_exit_parse(const char *body, int index, int end, int arity, DistMessage *m)
+{
+    int expected = m->op == DIST_OP_MONITOR_P_EXIT ? 5 : 4;
+    int next = index;
+
+    if (arity != expected || index >= end) {
+        return -EBADMSG;
+    }
+    uint8_t tag = (uint8_t)body[index];
+    if (tag == ERL_PID_EXT || tag == ERL_NEW_PID_EXT) {
+        if (decode_pid_checked(body, &index, end, &m->from) < 0) {
+            return -EBADMSG;
+        }
+        m->has_from = true;
+    } else if (dist_term_skip(body, (size_t)end, &index) < 0) {
+        return -EBADMSG;
+    }
+    next = index;
+    if (dist_term_skip(body, (size_t)end, &next) < 0) {
+        return -EBADMSG;
+    }
+    index = next;
+    if (decode_ref_checked(body, &index, end, &m->ref) < 0) {
+        return -EBADMSG;
+    }
+    if (m->op == DIST_OP_MONITOR_P_EXIT) {
+        next = index;
+        if (dist_term_skip(body, (size_t)end, &next) < 0 || next != end) {
+            return -EBADMSG;
+        }
+        m->reason = body + index;
+        m->reason_len = (size_t)(end - index);
+    } else if (index != end) {
+        return -EBADMSG;
+    }
+    return 0;
+}
+
 static int message_parse(const char *body, size_t len, bool whole, DistMessage *out)
 {
     int index = 1;
@@ -303,6 +357,17 @@ static int message_parse(const char *body, size_t len, bool whole, DistMessage *
         }
         break;
     }
+    case DIST_OP_MONITOR_P_EXIT:
+        if (monitor_exit_parse(body, index, end, arity, &m) < 0 || (whole && (size_t)end != len)) {
+            return -EBADMSG;
+        }
+        *out = m;
+        return 0;
+    case DIST_OP_PAYLOAD_MONITOR_P_EXIT:
+        if (monitor_exit_parse(body, index, end, arity, &m) < 0) {
+            return -EBADMSG;
+        }
+        break;
     default:
         return -ENOTSUP;
     }
@@ -316,6 +381,11 @@ static int message_parse(const char *body, size_t len, bool whole, DistMessage *
     }
     m.payload = body + payload_start;
     m.payload_len = (size_t)(payload_end - payload_start);
+    if (op == DIST_OP_PAYLOAD_MONITOR_P_EXIT && whole) {
+        /* The reason is the payload, after its version byte. */
+        m.reason = m.payload + 1;
+        m.reason_len = m.payload_len - 1;
+    }
     *out = m;
     return 0;
 }
@@ -419,4 +489,39 @@ int dist_call_parse(const char *payload, size_t len, DistCall *out)
 int dist_call_head_parse(const char *payload, size_t len, DistCall *out)
 {
     return call_parse(payload, len, false, out);
+}
+
+int dist_monitor_control_encode(ei_x_buff *x, long op, const erlang_pid *from,
+                                const erlang_pid *to, const erlang_ref *ref)
+{
+    if (op != DIST_OP_MONITOR_P && op != DIST_OP_DEMONITOR_P) {
+        return -EINVAL;
+    }
+    if (ei_x_encode_tuple_header(x, 4) < 0 || ei_x_encode_long(x, op) < 0 ||
+        ei_x_encode_pid(x, from) < 0 || ei_x_encode_pid(x, to) < 0 ||
+        ei_x_encode_ref(x, ref) < 0) {
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Offsets in the challenge: 2-byte length, 'N', 8-byte flags, 4-byte challenge, 4-byte creation,
+ * 2-byte name length, then the name. */
+#define CHALLENGE_TAG_AT 2
+#define CHALLENGE_FLAGS_AT 3
+#define CHALLENGE_NAME_LEN_AT 19
+#define CHALLENGE_NAME_AT 21
+
+int dist_challenge_add_flags(char *packet, size_t len, uint64_t flags)
+{
+    uint8_t *p = (uint8_t *)packet;
+
+    if (len < CHALLENGE_NAME_AT || p[CHALLENGE_TAG_AT] != 'N' || get_be16(p) != len - 2 ||
+        CHALLENGE_NAME_AT + (size_t)get_be16(p + CHALLENGE_NAME_LEN_AT) != len) {
+        return -EINVAL;
+    }
+    for (int i = 0; i < 8; i++) {
+        p[CHALLENGE_FLAGS_AT + i] |= (uint8_t)(flags >> (56 - 8 * i));
+    }
+    return 0;
 }

@@ -67,11 +67,25 @@ static void on_node_down(void *userdata, const char *node)
     }
 }
 
+/* The monitor of a stream's caller fired: the caller exited, or was gone before it was set. */
+static void on_monitor_exit(void *userdata, const erlang_ref *ref, const char *reason)
+{
+    Daemon *d = userdata;
+
+    for (size_t i = 0; i < d->pool_count; i++) {
+        if (worker_pool_cancel_stream(d->pools[i], ref, reason)) {
+            return;
+        }
+    }
+    log_debug("Ignored a monitor exit (%s) for a stream that has ended", reason);
+}
+
 static const DistHandlers dist_handlers = {
     .on_call = on_call,
     .on_cast = on_cast,
     .on_node_up = on_node_up,
     .on_node_down = on_node_down,
+    .on_monitor_exit = on_monitor_exit,
 };
 
 void daemon_announce_ready(Daemon *d)
@@ -280,6 +294,20 @@ static void pool_make_ref(void *userdata, erlang_ref *out)
     dist_make_ref(d->dist, out);
 }
 
+static int pool_monitor(void *userdata, const erlang_pid *pid, erlang_ref *ref)
+{
+    Daemon *d = userdata;
+
+    return dist_monitor(d->dist, pid, ref);
+}
+
+static void pool_demonitor(void *userdata, const erlang_pid *pid, const erlang_ref *ref)
+{
+    Daemon *d = userdata;
+
+    dist_demonitor(d->dist, pid, ref);
+}
+
 static void pool_ready(void *userdata, WorkerPool *pool)
 {
     daemon_announce_ready(userdata);
@@ -310,6 +338,8 @@ static const WorkerPoolHooks pool_hooks = {
     .drop = pool_drop,
     .send = pool_send,
     .make_ref = pool_make_ref,
+    .monitor = pool_monitor,
+    .demonitor = pool_demonitor,
     .pending_bytes = pool_pending_bytes,
     .on_ready = pool_ready,
     .on_session_bound = pool_session_bound,

@@ -66,6 +66,12 @@ typedef struct {
     size_t (*pending_bytes)(void *userdata, const char *node);
     /* Make a new reference of this node, for a stream's id. */
     void (*make_ref)(void *userdata, erlang_ref *out);
+    /* Monitor a stream's caller: 0 with the monitor's reference in *ref, or -ENOTCONN when the
+     * caller's node is gone. The pool then calls worker_pool_cancel_stream() with that
+     * reference when the caller exits, and worker_pool_cancel_node() when its node goes down. */
+    int (*monitor)(void *userdata, const erlang_pid *pid, erlang_ref *ref);
+    /* Remove a monitor that `monitor` set and that has not fired. */
+    void (*demonitor)(void *userdata, const erlang_pid *pid, const erlang_ref *ref);
     /* The pool's first worker is ready (called once per pool). */
     void (*on_ready)(void *userdata, WorkerPool *pool);
     /* A session call started on a worker the session was not bound to: record the binding. */
@@ -148,8 +154,18 @@ int worker_pool_encode_info(const WorkerPool *pool, ei_x_buff *x);
 void worker_pool_session_reply(WorkerPool *pool, uint32_t worker_id, uint64_t call_id,
                                const char *payload, size_t len);
 
-/* Cancel queued calls of callers on `node` (the node went down). */
+/*
+ * Cancel the calls and streams of callers on `node` (the node went down): queued ones are
+ * dropped, and running ones are interrupted and their workers killed after the kill grace if
+ * they do not stop. Nothing is sent to the node.
+ */
 void worker_pool_cancel_node(WorkerPool *pool, const char *node);
+
+/*
+ * Cancel the stream whose caller monitor `ref` fired, in the same way, with `reason` (borrowed,
+ * the caller's exit reason) in the log. Returns whether this pool had that stream.
+ */
+bool worker_pool_cancel_stream(WorkerPool *pool, const erlang_ref *ref, const char *reason);
 
 /* Stop taking calls: queued calls get shutting_down; running calls go on. */
 void worker_pool_drain(WorkerPool *pool);

@@ -34,7 +34,10 @@ typedef struct PoolJob {
     DistCaller *caller; /* NULL once replied to */
     bool stream;
     erlang_ref stream_ref;
-    erlang_pid stream_pid;
+    erlang_pid stream_pid; /* its node is "" once the stream's caller gets no more messages */
+    bool monitored;        /* monitor_ref is a live monitor on stream_pid */
+    erlang_ref monitor_ref;
+    bool cancelled;        /* the caller went away: an interrupt is not a timeout */
     char *payload;
     size_t payload_len;
     ev_tstamp submitted;
