@@ -45,13 +45,22 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
 
   # Milliseconds until the pool's one worker serves the next call.
   defp next_call_ms(node) do
-    {ms, result} = Pool.timed(fn -> Pool.fixture(node, "echo", [:next], [timeout: 5000]) end)
+    {ms, result} = Pool.timed(fn -> Pool.fixture(node, "echo", [:next], timeout: 5000) end)
     assert result == {:ok, :next}
     ms
   end
 
   defp cancelled_lines(daemon, why) do
-    Obs.log_lines(daemon, ~r/cancelled stream \d+ \(python\.pool_fixtures\.tick, .*because #{why}/)
+    Obs.log_lines(
+      daemon,
+      ~r/cancelled stream \d+ \(python\.pool_fixtures\.tick, .*because #{why}/
+    )
+  end
+
+  # Wait for one more log line of a cancelled stream than `before` had.
+  defp assert_cancel_logged(daemon, why, before) do
+    assert Pool.wait_until(fn -> length(cancelled_lines(daemon, why)) > length(before) end),
+           "no new log line of a stream cancelled because #{why}"
   end
 
   defp cancelled_count(http) do
@@ -63,6 +72,7 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
 
   test "caller that exits normally frees the worker", %{daemon: daemon, node: node, http: http} do
     before = cancelled_count(http)
+    logged = cancelled_lines(daemon, "its caller exited with reason normal")
     caller = start_caller(node)
     assert [_] = daemon_monitors(caller, node)
     monitor = Process.monitor(caller)
@@ -70,16 +80,17 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
     assert_receive {:DOWN, ^monitor, :process, ^caller, :normal}
 
     assert next_call_ms(node) < 1000
-    assert Pool.wait_until(fn -> cancelled_lines(daemon, "its caller exited with reason normal") != [] end)
+    assert_cancel_logged(daemon, "its caller exited with reason normal", logged)
     assert cancelled_count(http) == before + 1
   end
 
   test "caller killed mid-stream frees the worker", %{daemon: daemon, node: node} do
+    logged = cancelled_lines(daemon, "its caller exited with reason killed")
     caller = start_caller(node)
     Process.exit(caller, :kill)
 
     assert next_call_ms(node) < 1000
-    assert Pool.wait_until(fn -> cancelled_lines(daemon, "its caller exited with reason killed") != [] end)
+    assert_cancel_logged(daemon, "its caller exited with reason killed", logged)
   end
 
   test "caller node that disconnects frees the worker", %{daemon: daemon, node: node} do
@@ -93,16 +104,36 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
 
     assert next_call_ms(node) < 1000
     why = "the node of its caller, #{Regex.escape(Atom.to_string(peer_node))}, disconnected"
-    assert Pool.wait_until(fn -> cancelled_lines(daemon, why) != [] end)
+    assert_cancel_logged(daemon, why, [])
   end
 
   test "caller dead before the request arrives", %{daemon: daemon, node: node} do
-    caller = spawn(fn -> Pool.send_call(node, @tick) end)
-    monitor = Process.monitor(caller)
-    assert_receive {:DOWN, ^monitor, :process, ^caller, _}
+    logged = cancelled_lines(daemon, "its caller exited with reason noproc")
+    {caller, monitor} = spawn_monitor(fn -> Pool.send_call(node, @tick) end)
+    assert_receive {:DOWN, ^monitor, :process, ^caller, :normal}, 1000
 
     assert next_call_ms(node) < 1000
-    assert Pool.wait_until(fn -> cancelled_lines(daemon, "its caller exited with reason noproc") != [] end)
+    assert_cancel_logged(daemon, "its caller exited with reason noproc", logged)
+  end
+
+  test "queued stream of a caller that exits is dropped", %{daemon: daemon, node: node} do
+    logged = cancelled_lines(daemon, "its caller exited with reason normal")
+    busy = Pool.send_call(node, {:execute, "python.pool_fixtures.sleep", [1, :slept], []})
+    parent = self()
+
+    {caller, monitor} =
+      spawn_monitor(fn ->
+        {:ok, _ref} = GenServer.call({:snakepit, node}, @tick)
+        send(parent, :queued)
+      end)
+
+    assert_receive :queued, 5000
+    assert_receive {:DOWN, ^monitor, :process, ^caller, :normal}, 1000
+    assert Pool.await_reply(busy, 5000) == {:ok, :slept}
+
+    # The stream left the queue with its caller, so this call runs as soon as the sleep ends.
+    assert next_call_ms(node) < 1000
+    assert_cancel_logged(daemon, "its caller exited with reason normal", logged)
   end
 
   test "monitor of the registered name stays quiet", %{node: node} do

@@ -820,6 +820,295 @@ Test(dist_frame, message_head_of_truncated_frame)
     ei_x_free(&payload);
 }
 
+/* ---- Monitor exits and monitor control messages ---- */
+
+/* {21, Watched, Watcher, Ref, Reason} or, for op 28, {28, Watched, Watcher, Ref} + Reason. */
+static char *build_monitor_exit(long op, const erlang_pid *watched, const erlang_pid *watcher,
+                                const erlang_ref *ref, const char *reason, size_t *len)
+{
+    ei_x_buff control;
+    ei_x_buff payload;
+
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, op == DIST_OP_MONITOR_P_EXIT ? 5 : 4), 0);
+    cr_assert_eq(ei_x_encode_long(&control, op), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, watched), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, watcher), 0);
+    cr_assert_eq(ei_x_encode_ref(&control, ref), 0);
+    if (op == DIST_OP_MONITOR_P_EXIT) {
+        cr_assert_eq(ei_x_encode_atom(&control, reason), 0);
+    }
+    cr_assert_eq(ei_x_new_with_version(&payload), 0);
+    cr_assert_eq(ei_x_encode_atom(&payload, reason), 0);
+    char *body = build_message(&control, op == DIST_OP_MONITOR_P_EXIT ? NULL : &payload, len);
+    ei_x_free(&control);
+    ei_x_free(&payload);
+    return body;
+}
+
+static void check_monitor_exit(long op)
+{
+    erlang_pid watched = make_pid("caller@host", 42);
+    erlang_pid watcher = make_pid("daemon@host", 0);
+    erlang_ref ref = make_ref("daemon@host", 5);
+    size_t len;
+    char *body = build_monitor_exit(op, &watched, &watcher, &ref, "killed", &len);
+    char *copy = dup_exact(body, len);
+    DistMessage m;
+    char atom[MAXATOMLEN_UTF8];
+    int index = 0;
+
+    cr_assert_eq(dist_message_parse(copy, len, &m), 0, "op %ld", op);
+    cr_assert_eq(m.op, op);
+    cr_assert(m.has_from);
+    cr_assert_str_eq(m.from.node, "caller@host");
+    cr_assert_eq(m.from.num, 42);
+    cr_assert_str_eq(m.ref.node, "daemon@host");
+    cr_assert_eq(m.ref.len, ref.len);
+    cr_assert_eq(memcmp(m.ref.n, ref.n, sizeof(ref.n[0]) * (size_t)ref.len), 0);
+    cr_assert_eq(m.ref.creation, ref.creation);
+    cr_assert_not_null(m.reason);
+    cr_assert_eq(ei_decode_atom(m.reason, &index, atom), 0);
+    cr_assert_str_eq(atom, "killed");
+    cr_assert_eq((size_t)index, m.reason_len);
+    free_exact(copy, len);
+    free(body);
+}
+
+Test(dist_frame, monitor_exit)
+{
+    check_monitor_exit(DIST_OP_MONITOR_P_EXIT);
+}
+
+Test(dist_frame, payload_monitor_exit)
+{
+    check_monitor_exit(DIST_OP_PAYLOAD_MONITOR_P_EXIT);
+}
+
+Test(dist_frame, monitor_exit_every_truncated_prefix)
+{
+    static const long ops[] = {DIST_OP_MONITOR_P_EXIT, DIST_OP_PAYLOAD_MONITOR_P_EXIT};
+    erlang_pid watched = make_pid("caller@host", 42);
+    erlang_pid watcher = make_pid("daemon@host", 0);
+    erlang_ref ref = make_ref("daemon@host", 5);
+
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        size_t len;
+        char *body = build_monitor_exit(ops[i], &watched, &watcher, &ref, "normal", &len);
+        for (size_t cut = 0; cut < len; cut++) {
+            char *copy = dup_exact(body, cut);
+            DistMessage m;
+            m.op = -1;
+            cr_assert_eq(dist_message_parse(copy, cut, &m), -EBADMSG, "op %ld cut to %zu",
+                         ops[i], cut);
+            cr_assert_eq(m.op, -1, "output written on failure");
+            free_exact(copy, cut);
+        }
+        free(body);
+    }
+}
+
+Test(dist_frame, monitor_exit_malformed)
+{
+    erlang_pid watched = make_pid("caller@host", 42);
+    erlang_pid watcher = make_pid("daemon@host", 0);
+    erlang_ref ref = make_ref("daemon@host", 5);
+    DistMessage m;
+    size_t len;
+
+    /* Op 21 with four elements, which is op 28's shape. */
+    ei_x_buff control;
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 4), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_MONITOR_P_EXIT), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &watched), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &watcher), 0);
+    cr_assert_eq(ei_x_encode_ref(&control, &ref), 0);
+    char *body = build_message(&control, NULL, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
+    free(body);
+    ei_x_free(&control);
+
+    /* A pid where the reference belongs. */
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 5), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_MONITOR_P_EXIT), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &watched), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &watcher), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &watcher), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, "normal"), 0);
+    body = build_message(&control, NULL, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
+    free(body);
+    ei_x_free(&control);
+
+    /* Op 21 followed by a payload it does not have. */
+    body = build_monitor_exit(DIST_OP_MONITOR_P_EXIT, &watched, &watcher, &ref, "normal", &len);
+    char *longer = malloc(len + 2);
+    cr_assert_not_null(longer);
+    memcpy(longer, body, len);
+    longer[len] = (char)131;
+    longer[len + 1] = ERL_NIL_EXT;
+    cr_assert_eq(dist_message_parse(longer, len + 2, &m), -EBADMSG);
+    free(longer);
+    free(body);
+
+    /* Op 28 without its payload. */
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 4), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_PAYLOAD_MONITOR_P_EXIT), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &watched), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &watcher), 0);
+    cr_assert_eq(ei_x_encode_ref(&control, &ref), 0);
+    body = build_message(&control, NULL, &len);
+    char *copy = dup_exact(body, len);
+    cr_assert_eq(dist_message_parse(copy, len, &m), -EBADMSG);
+    free_exact(copy, len);
+    free(body);
+    ei_x_free(&control);
+}
+
+Test(dist_frame, monitor_exit_of_a_name)
+{
+    erlang_pid watcher = make_pid("daemon@host", 0);
+    erlang_ref ref = make_ref("daemon@host", 5);
+    ei_x_buff control;
+    DistMessage m;
+    size_t len;
+
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 5), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_MONITOR_P_EXIT), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, "some_name"), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &watcher), 0);
+    cr_assert_eq(ei_x_encode_ref(&control, &ref), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, "noproc"), 0);
+    char *body = build_message(&control, NULL, &len);
+
+    cr_assert_eq(dist_message_parse(body, len, &m), 0);
+    cr_assert_not(m.has_from);
+    cr_assert_eq(m.ref.n[0], ref.n[0]);
+    cr_assert_not_null(m.reason);
+    free(body);
+    ei_x_free(&control);
+}
+
+static void check_monitor_control(long op)
+{
+    erlang_pid from = make_pid("daemon@host", 0);
+    erlang_pid to = make_pid("caller@host", 42);
+    erlang_ref ref = make_ref("daemon@host", 8);
+    erlang_pid from_out;
+    erlang_pid to_out;
+    erlang_ref ref_out;
+    ei_x_buff x;
+    int index = 0;
+    int version;
+    int arity;
+    long op_out;
+
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(dist_monitor_control_encode(&x, op, &from, &to, &ref), 0);
+    cr_assert_eq(ei_decode_version(x.buff, &index, &version), 0);
+    cr_assert_eq(ei_decode_tuple_header(x.buff, &index, &arity), 0);
+    cr_assert_eq(arity, 4);
+    cr_assert_eq(ei_decode_long(x.buff, &index, &op_out), 0);
+    cr_assert_eq(op_out, op);
+    cr_assert_eq(ei_decode_pid(x.buff, &index, &from_out), 0);
+    cr_assert_str_eq(from_out.node, "daemon@host");
+    cr_assert_eq(ei_decode_pid(x.buff, &index, &to_out), 0);
+    cr_assert_str_eq(to_out.node, "caller@host");
+    cr_assert_eq(to_out.num, 42);
+    cr_assert_eq(ei_decode_ref(x.buff, &index, &ref_out), 0);
+    cr_assert_eq(ref_out.n[0], ref.n[0]);
+    cr_assert_eq(index, x.index, "bytes after the control tuple");
+    ei_x_free(&x);
+}
+
+Test(dist_frame, monitor_control_encode)
+{
+    check_monitor_control(DIST_OP_MONITOR_P);
+    check_monitor_control(DIST_OP_DEMONITOR_P);
+}
+
+Test(dist_frame, monitor_control_encode_other_op)
+{
+    erlang_pid pid = make_pid("daemon@host", 0);
+    erlang_ref ref = make_ref("daemon@host", 8);
+    ei_x_buff x;
+
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    int before = x.index;
+    cr_assert_eq(dist_monitor_control_encode(&x, DIST_OP_LINK, &pid, &pid, &ref), -EINVAL);
+    cr_assert_eq(x.index, before, "bytes appended on failure");
+    ei_x_free(&x);
+}
+
+/* ---- dist_challenge_add_flags ---- */
+
+/* A challenge as ei writes it: 2-byte length, 'N', flags, challenge, creation, name. */
+static size_t build_challenge(char *out, uint64_t flags, const char *name)
+{
+    size_t name_len = strlen(name);
+    size_t len = 21 + name_len;
+
+    out[0] = (char)((len - 2) >> 8);
+    out[1] = (char)(len - 2);
+    out[2] = 'N';
+    for (int i = 0; i < 8; i++) {
+        out[3 + i] = (char)(flags >> (56 - 8 * i));
+    }
+    put_be32(out + 11, 0x01020304);
+    put_be32(out + 15, 0x00e10000);
+    out[19] = (char)(name_len >> 8);
+    out[20] = (char)name_len;
+    memcpy(out + 21, name, name_len);
+    return len;
+}
+
+Test(dist_frame, challenge_add_flags)
+{
+    char packet[64];
+    char expected[64];
+    size_t len = build_challenge(packet, 0x0000000407074f9cull, "daemon@host");
+
+    build_challenge(expected, 0x0000000407074f9cull | DIST_DFLAG_DIST_MONITOR_NAME,
+                    "daemon@host");
+    cr_assert_eq(dist_challenge_add_flags(packet, len, DIST_DFLAG_DIST_MONITOR_NAME), 0);
+    cr_assert_eq(memcmp(packet, expected, len), 0, "only the flag bit changes");
+    /* A flag already set stays set, and a high flag lands in the first byte. */
+    cr_assert_eq(dist_challenge_add_flags(packet, len, 1ull << 63), 0);
+    cr_assert_eq((uint8_t)packet[3], 0x80);
+}
+
+Test(dist_frame, challenge_add_flags_other_messages)
+{
+    char packet[64];
+    char before[64];
+    size_t len = build_challenge(packet, 0x4f9c, "daemon@host");
+
+    memcpy(before, packet, len);
+    /* A status message ("sok") and a challenge ack ('a' + digest). */
+    static const char status[] = {0, 3, 's', 'o', 'k'};
+    char copy[sizeof(status)];
+    memcpy(copy, status, sizeof(status));
+    cr_assert_eq(dist_challenge_add_flags(copy, sizeof(copy), DIST_DFLAG_DIST_MONITOR_NAME),
+                 -EINVAL);
+    cr_assert_eq(memcmp(copy, status, sizeof(status)), 0);
+    packet[2] = 'a';
+    cr_assert_eq(dist_challenge_add_flags(packet, len, DIST_DFLAG_DIST_MONITOR_NAME), -EINVAL);
+    packet[2] = 'N';
+    /* The length field or the name length disagrees with the size. */
+    for (size_t cut = 0; cut < len; cut++) {
+        cr_assert_eq(dist_challenge_add_flags(packet, cut, DIST_DFLAG_DIST_MONITOR_NAME),
+                     -EINVAL, "cut to %zu", cut);
+    }
+    packet[20]++;
+    cr_assert_eq(dist_challenge_add_flags(packet, len, DIST_DFLAG_DIST_MONITOR_NAME), -EINVAL);
+    packet[20]--;
+    cr_assert_eq(memcmp(packet, before, len), 0, "packet changed on failure");
+}
+
 /* ---- dist_call_parse ---- */
 
 typedef struct {

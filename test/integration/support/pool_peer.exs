@@ -83,4 +83,3 @@ defmodule Snakepit.Test.PoolPeerMain do
 end
 
 Snakepit.Test.PoolPeerMain.main(System.argv())
-
