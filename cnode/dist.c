@@ -245,17 +245,17 @@ static int send_monitor_control(Dist *d, DistConn *conn, long op, const erlang_p
 int dist_monitor(Dist *d, const erlang_pid *pid, erlang_ref *ref)
 {
     DistConn *conn = d ? find_conn_by_node(d, pid->node) : NULL;
-    erlang_ref made;
+    erlang_ref new_ref;
 
     if (!conn) {
         return -ENOTCONN;
     }
-    ei_make_ref(&d->ec, &made);
-    int r = send_monitor_control(d, conn, DIST_OP_MONITOR_P, pid, &made);
+    ei_make_ref(&d->ec, &new_ref);
+    int r = send_monitor_control(d, conn, DIST_OP_MONITOR_P, pid, &new_ref);
     if (r < 0) {
         return r == -ENOMEM ? -ENOMEM : -ENOTCONN;
     }
-    *ref = made;
+    *ref = new_ref;
     return 0;
 }
 
@@ -414,7 +414,7 @@ static void on_conn_message(void *userdata, DistConn *conn, const char *body, si
          * Links, and monitors of names and pids of this node. Since the handshake advertises
          * DFLAG_DIST_MONITOR_NAME, every gen_server call sends a MONITOR_P of the registered
          * name and a DEMONITOR_P. That name lives as long as the node, so such a monitor fires
-         * only when the connection closes, which the peer sees by itself. A monitor of another
+         * only when the connection closes, which the peer detects itself. A monitor of another
          * name also fires only then, as before the flag: an answer of noproc would end calls
          * to a wrong name with noproc ahead of their bad_request reply.
          */
@@ -585,10 +585,11 @@ static int handshake_write(void *ctx, const char *buf, ssize_t *len, unsigned tm
 {
     char challenge[CHALLENGE_MAX_BYTES];
 
-    if (*len > 0 && (size_t)*len <= sizeof(challenge)) {
-        memcpy(challenge, buf, (size_t)*len);
-        if (dist_challenge_add_flags(challenge, (size_t)*len, DIST_DFLAG_DIST_MONITOR_NAME) ==
-            0) {
+    size_t size = *len > 0 ? (size_t)*len : 0;
+
+    if (size > 0 && size <= sizeof(challenge)) {
+        memcpy(challenge, buf, size);
+        if (dist_challenge_add_flags(challenge, size, DIST_DFLAG_DIST_MONITOR_NAME) == 0) {
             handshake_flags_added = true;
             return ei_default_socket_callbacks.write(ctx, challenge, len, tmo);
         }

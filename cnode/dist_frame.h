@@ -69,8 +69,8 @@ typedef struct {
 /*
  * Parse a message body (starting with 'p'). Returns 0, -EBADMSG for malformed input, -ENOTSUP for
  * a control message this node does not handle (links, monitors of this node's processes and the
- * like, which callers ignore). Besides sends, it parses the monitor exits that answer this
- * node's own MONITOR_P.
+ * like, which callers ignore). Besides sends, it parses the monitor exits that erts sends for
+ * this node's own MONITOR_P.
  */
 int dist_message_parse(const char *body, size_t len, DistMessage *out);
 

@@ -369,16 +369,16 @@ static void job_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /*
  * End a call whose caller is gone, sending it nothing: a queued call is freed at once, and a
- * running one is interrupted as at its deadline. `why` completes the log line. Clear
+ * running one is interrupted as at its deadline. `cause` completes the log line. Clear
  * job->monitored first when the monitor fired, so that no DEMONITOR_P follows it.
  */
-static void job_cancel(PoolJob *job, const char *why)
+static void job_cancel(PoolJob *job, const char *cause)
 {
     WorkerPool *pool = job->pool;
 
     log_info("Pool '%s': cancelled %s %llu (%s, correlation_id %s) because %s", pool->config.name,
              job->stream ? "stream" : "call", (unsigned long long)job->id, job->command,
-             job->correlation_id, why);
+             job->correlation_id, cause);
     job_emit_status(job, "cancelled", NULL);
     if (job->caller) {
         pool->hooks.drop(pool->userdata, job->caller);
@@ -1127,21 +1127,21 @@ static bool job_is_from(const PoolJob *job, const char *node)
 
 void worker_pool_cancel_node(WorkerPool *pool, const char *node)
 {
-    char why[MAXNODELEN + 64];
+    char cause[MAXNODELEN + 64];
 
-    snprintf(why, sizeof(why), "the node of its caller, %s, disconnected", node);
+    snprintf(cause, sizeof(cause), "the node of its caller, %s, disconnected", node);
     for (PoolJob *job = pool->queue_head, *next; job; job = next) {
         next = job->next;
         if (job_is_from(job, node)) {
             /* The monitor ended with the connection. */
             job->monitored = false;
-            job_cancel(job, why);
+            job_cancel(job, cause);
         }
     }
     for (Worker *w = pool->workers; w; w = w->next) {
         if (w->job && job_is_from(w->job, node)) {
             w->job->monitored = false;
-            job_cancel(w->job, why);
+            job_cancel(w->job, cause);
         }
     }
 }
@@ -1163,7 +1163,7 @@ static bool job_has_monitor(const PoolJob *job, const erlang_ref *ref)
 bool worker_pool_cancel_stream(WorkerPool *pool, const erlang_ref *ref, const char *reason)
 {
     PoolJob *found = NULL;
-    char why[320];
+    char cause[320];
 
     for (PoolJob *job = pool->queue_head; job && !found; job = job->next) {
         found = job_has_monitor(job, ref) ? job : NULL;
@@ -1175,8 +1175,8 @@ bool worker_pool_cancel_stream(WorkerPool *pool, const erlang_ref *ref, const ch
         return false;
     }
     found->monitored = false;
-    snprintf(why, sizeof(why), "its caller exited with reason %s", reason);
-    job_cancel(found, why);
+    snprintf(cause, sizeof(cause), "its caller exited with reason %s", reason);
+    job_cancel(found, cause);
     return true;
 }
 

@@ -50,17 +50,17 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
     ms
   end
 
-  defp cancelled_lines(daemon, why) do
+  defp cancelled_lines(daemon, cause) do
     Obs.log_lines(
       daemon,
-      ~r/cancelled stream \d+ \(python\.pool_fixtures\.tick, .*because #{why}/
+      ~r/cancelled stream \d+ \(python\.pool_fixtures\.tick, .*because #{cause}/
     )
   end
 
   # Wait for one more log line of a cancelled stream than `before` had.
-  defp assert_cancel_logged(daemon, why, before) do
-    assert Pool.wait_until(fn -> length(cancelled_lines(daemon, why)) > length(before) end),
-           "no new log line of a stream cancelled because #{why}"
+  defp assert_cancel_logged(daemon, cause, before) do
+    assert Pool.wait_until(fn -> length(cancelled_lines(daemon, cause)) > length(before) end),
+           "no new log line of a stream cancelled because #{cause}"
   end
 
   defp cancelled_count(http) do
@@ -103,8 +103,8 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
     {:ok, _} = OsProcess.await_exit(peer, 5000)
 
     assert next_call_ms(node) < 1000
-    why = "the node of its caller, #{Regex.escape(Atom.to_string(peer_node))}, disconnected"
-    assert_cancel_logged(daemon, why, [])
+    cause = "the node of its caller, #{Regex.escape(Atom.to_string(peer_node))}, disconnected"
+    assert_cancel_logged(daemon, cause, [])
   end
 
   test "caller dead before the request arrives", %{daemon: daemon, node: node} do
