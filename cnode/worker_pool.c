@@ -519,8 +519,6 @@ static int stream_open(WorkerPool *pool, PoolJob *job)
     pool->hooks.reply(pool->userdata, job->caller, x.buff, (size_t)x.index);
     job->caller = NULL;
     ei_x_free(&x);
-    /* The monitor follows the reply on the same connection, so the caller has the reference
-     * before any exit of the monitor can cancel the stream. */
     int r = pool->hooks.monitor(pool->userdata, &job->stream_pid, &job->monitor_ref);
     if (r < 0) {
         return r;
@@ -1148,8 +1146,8 @@ void worker_pool_cancel_node(WorkerPool *pool, const char *node)
 
 static bool ref_equal(const erlang_ref *a, const erlang_ref *b)
 {
-    if (a->len != b->len || a->len < 0 || a->len > 5 || a->creation != b->creation ||
-        strcmp(a->node, b->node) != 0) {
+    if (a->len != b->len || a->len < 0 || (size_t)a->len > sizeof(a->n) / sizeof(a->n[0]) ||
+        a->creation != b->creation || strcmp(a->node, b->node) != 0) {
         return false;
     }
     return memcmp(a->n, b->n, (size_t)a->len * sizeof(a->n[0])) == 0;
