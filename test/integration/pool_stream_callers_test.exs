@@ -124,6 +124,8 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
     {caller, monitor} =
       spawn_monitor(fn ->
         {:ok, _ref} = GenServer.call({:snakepit, node}, @tick)
+        # Exit only once the monitor is set, else its exit reason is noproc.
+        Pool.wait_until(fn -> daemon_monitors(self(), node) != [] end)
         send(parent, :queued)
       end)
 
