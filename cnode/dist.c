@@ -30,8 +30,6 @@
 #include "log.h"
 
 #define DIST_PENDING_MAX 256
-/* The challenge message with the longest node name: 21 bytes before the name. */
-#define CHALLENGE_MAX_BYTES (21 + MAXNODELEN)
 
 typedef struct ConnEntry {
     struct ConnEntry *next;
@@ -226,46 +224,30 @@ out:
     return r;
 }
 
-static int send_monitor_control(Dist *d, DistConn *conn, long op, const erlang_pid *pid,
-                                const erlang_ref *ref)
-{
-    ei_x_buff control;
-    int r = -ENOMEM;
-
-    if (ei_x_new_with_version(&control) < 0) {
-        return -ENOMEM;
-    }
-    if (dist_monitor_control_encode(&control, op, ei_self(&d->ec), pid, ref) == 0) {
-        r = dist_conn_send(conn, control.buff, (size_t)control.index, NULL, 0);
-    }
-    ei_x_free(&control);
-    return r;
-}
-
-int dist_monitor(Dist *d, const erlang_pid *pid, erlang_ref *ref)
+int dist_probe(Dist *d, const erlang_pid *pid, const erlang_ref *ref)
 {
     DistConn *conn = d ? find_conn_by_node(d, pid->node) : NULL;
-    erlang_ref new_ref;
+    ei_x_buff control;
+    ei_x_buff message;
+    int r = -ENOMEM;
 
     if (!conn) {
         return -ENOTCONN;
     }
-    ei_make_ref(&d->ec, &new_ref);
-    int r = send_monitor_control(d, conn, DIST_OP_MONITOR_P, pid, &new_ref);
-    if (r < 0) {
-        return r == -ENOMEM ? -ENOMEM : -ENOTCONN;
+    if (ei_x_new_with_version(&control) < 0) {
+        return -ENOMEM;
     }
-    *ref = new_ref;
-    return 0;
-}
-
-void dist_demonitor(Dist *d, const erlang_pid *pid, const erlang_ref *ref)
-{
-    DistConn *conn = d ? find_conn_by_node(d, pid->node) : NULL;
-
-    if (conn) {
-        send_monitor_control(d, conn, DIST_OP_DEMONITOR_P, pid, ref);
+    if (ei_x_new_with_version(&message) < 0) {
+        ei_x_free(&control);
+        return -ENOMEM;
     }
+    if (dist_probe_encode(&control, &message, ei_self(&d->ec), ref, pid) == 0) {
+        r = dist_conn_send(conn, control.buff, (size_t)control.index, message.buff,
+                           (size_t)message.index);
+    }
+    ei_x_free(&message);
+    ei_x_free(&control);
+    return r;
 }
 
 /* ---- Receiving ---- */
@@ -368,38 +350,30 @@ static void handle_reg_send(Dist *d, DistConn *conn, const DistMessage *m)
     d->handlers.on_call(d->userdata, caller, call.request, call.request_len);
 }
 
-/* Write an exit reason as text: an atom as it is, another term as ei prints it, cut short. */
-static void describe_reason(const DistMessage *m, char *out, size_t size)
+static bool pid_equal(const erlang_pid *a, const erlang_pid *b)
 {
-    char atom[MAXATOMLEN_UTF8];
-    char *printed = NULL;
-    int index = 0;
-
-    if (ei_decode_atom(m->reason, &index, atom) == 0 && (size_t)index == m->reason_len) {
-        snprintf(out, size, "%s", atom);
-        return;
-    }
-    index = 0;
-    if (ei_s_print_term(&printed, m->reason, &index) >= 0 && printed) {
-        snprintf(out, size, "%s", printed);
-    } else {
-        snprintf(out, size, "(a term ei cannot print)");
-    }
-    free(printed);
+    return a->num == b->num && a->serial == b->serial && a->creation == b->creation &&
+           strcmp(a->node, b->node) == 0;
 }
 
-static void handle_monitor_exit(Dist *d, DistConn *conn, const DistMessage *m)
+/* A send to this node's pid: rex's reply to a liveness probe, or a message nobody reads. */
+static void handle_send(Dist *d, DistConn *conn, const DistMessage *m)
 {
-    char reason[256];
+    erlang_ref ref;
+    DistProbeResult result;
 
-    if (!m->reason) {
-        log_warning("Ignored a monitor exit without a reason from node %s", dist_conn_node(conn));
+    if (!pid_equal(&m->to, ei_self(&d->ec)) ||
+        dist_probe_reply_parse(m->payload, m->payload_len, &ref, &result) < 0) {
+        log_debug("Ignored a %zu-byte message from node %s that is no probe reply",
+                  m->payload_len, dist_conn_node(conn));
         return;
     }
-    describe_reason(m, reason, sizeof(reason));
-    log_debug("Monitor exit from node %s: %s", dist_conn_node(conn), reason);
-    if (d->handlers.on_monitor_exit) {
-        d->handlers.on_monitor_exit(d->userdata, &m->ref, reason);
+    log_debug("Received a probe reply from node %s: %s", dist_conn_node(conn),
+              result == DIST_PROBE_ALIVE    ? "alive"
+              : result == DIST_PROBE_EXITED ? "exited"
+                                            : "unknown");
+    if (d->handlers.on_probe_reply) {
+        d->handlers.on_probe_reply(d->userdata, &ref, result);
     }
 }
 
@@ -410,14 +384,12 @@ static void on_conn_message(void *userdata, DistConn *conn, const char *body, si
     int r = dist_message_parse(body, len, &m);
 
     if (r == -ENOTSUP) {
-        /*
-         * Links, and monitors of names and pids of this node. Since the handshake advertises
-         * DFLAG_DIST_MONITOR_NAME, every gen_server call sends a MONITOR_P of the registered
-         * name and a DEMONITOR_P. That name lives as long as the node, so such a monitor fires
-         * only when the connection closes, which the peer detects itself. A monitor of another
-         * name also fires only then, as before the flag: an answer of noproc would end calls
-         * to a wrong name with noproc ahead of their bad_request reply.
-         */
+        /* Links and monitors: this node has no processes that use them. */
+        long op;
+        if (log_get_max_level() >= LOG_DEBUG && dist_message_op(body, len, &op) == 0) {
+            log_debug("Ignored a control message with operation %ld from node %s", op,
+                      dist_conn_node(conn));
+        }
         return;
     }
     if (r < 0) {
@@ -427,8 +399,8 @@ static void on_conn_message(void *userdata, DistConn *conn, const char *body, si
     }
     if (m.op == DIST_OP_REG_SEND || m.op == DIST_OP_REG_SEND_TT) {
         handle_reg_send(d, conn, &m);
-    } else if (m.op == DIST_OP_MONITOR_P_EXIT || m.op == DIST_OP_PAYLOAD_MONITOR_P_EXIT) {
-        handle_monitor_exit(d, conn, &m);
+    } else {
+        handle_send(d, conn, &m);
     }
 }
 
@@ -570,32 +542,8 @@ static void log_handshake_failure(Dist *d, const ErlConnect *conp, int err)
 extern ei_socket_callbacks ei_default_socket_callbacks;
 
 static __thread int handshake_fd = -1;
-static __thread bool handshake_flags_added;
 static Dist *handshake_dist; /* the one Dist of the process, for the close callback */
 static ei_socket_callbacks handshake_callbacks;
-
-/*
- * Write a handshake message, adding DFLAG_DIST_MONITOR_NAME to the flags of ei's challenge.
- * erl_interface 5.3 (OTP 25) advertises DFLAG_DIST_MONITOR without it, and erts then accepts
- * a MONITOR_P from this node but never sends the MONITOR_P_EXIT: erts_dsig_send_m_exit() in
- * erts/emulator/beam/dist.c returns early unless the peer has both flags. With the flag, BEAM
- * callers also send MONITOR_P for names on this node, which on_conn_message() ignores.
- */
-static int handshake_write(void *ctx, const char *buf, ssize_t *len, unsigned tmo)
-{
-    char challenge[CHALLENGE_MAX_BYTES];
-
-    size_t size = *len > 0 ? (size_t)*len : 0;
-
-    if (size > 0 && size <= sizeof(challenge)) {
-        memcpy(challenge, buf, size);
-        if (dist_challenge_add_flags(challenge, size, DIST_DFLAG_DIST_MONITOR_NAME) == 0) {
-            handshake_flags_added = true;
-            return ei_default_socket_callbacks.write(ctx, challenge, len, tmo);
-        }
-    }
-    return ei_default_socket_callbacks.write(ctx, buf, len, tmo);
-}
 
 static int handshake_accept(void **ctx, void *addr, int *len, unsigned tmo)
 {
@@ -667,7 +615,6 @@ static void *handshake_main(void *arg)
     free(arg);
     memset(&conp, 0, sizeof(conp));
     handshake_fd = job.fd;
-    handshake_flags_added = false;
     int fd = ei_accept_tmo(&ec, d->listen_fd, &conp, d->config.handshake_timeout_ms);
     int err = erl_errno;
     handshake_fd = -1;
@@ -678,11 +625,6 @@ static void *handshake_main(void *arg)
         handshake_forget(d, -1);
         handshake_forget(d, job.fd);
         return NULL;
-    }
-    if (!handshake_flags_added) {
-        log_warning("The handshake with node %s sent no challenge that could take the monitor "
-                    "flag: exits of its stream callers will not cancel their streams",
-                    conp.nodename);
     }
     set_io_timeout(fd, 0);
     set_nonblocking(fd);
@@ -890,7 +832,6 @@ int dist_start(struct ev_loop *loop, const DistConfig *config, const DistHandler
     handshake_callbacks = ei_default_socket_callbacks;
     handshake_callbacks.flags = EI_SCLBK_FLG_FULL_IMPL;
     handshake_callbacks.EI_ACCEPT_NAME = handshake_accept;
-    handshake_callbacks.write = handshake_write;
     handshake_callbacks.close = handshake_close;
     handshake_dist = d;
     if (ei_connect_xinit_ussi(&d->ec, host, alive, config->node_name, NULL, config->cookie, 0,

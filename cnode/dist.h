@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dist_frame.h"
+
 #define DIST_MAX_MESSAGE_BYTES_DEFAULT (64u * 1024 * 1024)
 #define DIST_MAX_CONNECTIONS_DEFAULT 1024u
 #define DIST_MAX_OUTPUT_BYTES_DEFAULT (256u * 1024 * 1024)
@@ -54,9 +56,8 @@ typedef struct {
     /* The first connection from `node` came up, or the last one went down. */
     void (*on_node_up)(void *userdata, const char *node);
     void (*on_node_down)(void *userdata, const char *node);
-    /* A process that dist_monitor() watches exited, or did not exist: `ref` is the monitor's
-     * reference and `reason` the exit reason as text (both borrowed). The monitor is gone. */
-    void (*on_monitor_exit)(void *userdata, const erlang_ref *ref, const char *reason);
+    /* rex replied to the liveness probe that dist_probe() sent with `ref` (borrowed). */
+    void (*on_probe_reply)(void *userdata, const erlang_ref *ref, DistProbeResult result);
 } DistHandlers;
 
 /*
@@ -91,15 +92,13 @@ void dist_caller_free(DistCaller *caller);
 int dist_send(Dist *dist, const erlang_pid *to, const char *message, size_t len);
 
 /*
- * Monitor the remote process `pid` from this node's pid (MONITOR_P) with a new reference,
- * written to *ref. When the process exits, or already has, on_monitor_exit runs with that
- * reference. A monitor also ends when the pid's node disconnects, without on_monitor_exit: watch
- * on_node_down for that. Returns 0, -ENOTCONN when the pid's node is not connected, or -ENOMEM.
+ * Ask the node of the remote process `pid` whether it is alive: a call of
+ * erlang:is_process_alive(Pid) through that node's rex server, tagged with `ref`. The reply
+ * comes to on_probe_reply with that reference, unless the node disconnects first or rex does not
+ * reply. Nothing on that node monitors or links this node's pid. Returns 0, -ENOTCONN when the
+ * pid's node is not connected, or -ENOMEM.
  */
-int dist_monitor(Dist *dist, const erlang_pid *pid, erlang_ref *ref);
-
-/* Remove a monitor that dist_monitor() set (DEMONITOR_P). A pid whose node is gone is ignored. */
-void dist_demonitor(Dist *dist, const erlang_pid *pid, const erlang_ref *ref);
+int dist_probe(Dist *dist, const erlang_pid *pid, const erlang_ref *ref);
 
 /* Bytes queued for `node` and not yet written to its socket (0 when it is not connected). */
 size_t dist_pending_bytes(const Dist *dist, const char *node);

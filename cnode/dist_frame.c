@@ -270,46 +270,39 @@ static int decode_ref_checked(const char *buf, int *index, int end, erlang_ref *
     return 0;
 }
 
-/*
- * The rest of {21, FromProc, ToPid, Ref, Reason} or {28, FromProc, ToPid, Ref} from `index` on.
- * FromProc is the monitored pid, or an atom for a monitor by registered name.
- */
-static int monitor_exit_parse(const char *body, int index, int end, int arity, DistMessage *m)
+/* Skip the term at *index, which must end within `end`. */
+static int skip_checked(const char *buf, int *index, int end)
 {
-    int expected = m->op == DIST_OP_MONITOR_P_EXIT ? 5 : 4;
-    int next = index;
+    return dist_term_skip(buf, (size_t)end, index);
+}
 
-    if (arity != expected || index >= end) {
+/*
+ * The rest of {2, Unused, ToPid}, {12, Unused, ToPid, TraceToken}, {22, FromPid, ToPid} or
+ * {23, FromPid, ToPid, TraceToken} from `index` on, which must fill the control term.
+ */
+static int send_parse(const char *body, int index, int end, int arity, DistMessage *m)
+{
+    bool traced = m->op == DIST_OP_SEND_TT || m->op == DIST_OP_SEND_SENDER_TT;
+    bool has_sender = m->op == DIST_OP_SEND_SENDER || m->op == DIST_OP_SEND_SENDER_TT;
+
+    if (arity != (traced ? 4 : 3)) {
         return -EBADMSG;
     }
-    uint8_t tag = (uint8_t)body[index];
-    if (tag == ERL_PID_EXT || tag == ERL_NEW_PID_EXT) {
+    if (has_sender) {
         if (decode_pid_checked(body, &index, end, &m->from) < 0) {
             return -EBADMSG;
         }
         m->has_from = true;
-    } else if (dist_term_skip(body, (size_t)end, &index) < 0) {
+    } else if (skip_checked(body, &index, end) < 0) {
         return -EBADMSG;
     }
-    next = index;
-    if (dist_term_skip(body, (size_t)end, &next) < 0) {
+    if (decode_pid_checked(body, &index, end, &m->to) < 0) {
         return -EBADMSG;
     }
-    index = next;
-    if (decode_ref_checked(body, &index, end, &m->ref) < 0) {
+    if (traced && skip_checked(body, &index, end) < 0) {
         return -EBADMSG;
     }
-    if (m->op == DIST_OP_MONITOR_P_EXIT) {
-        next = index;
-        if (dist_term_skip(body, (size_t)end, &next) < 0 || next != end) {
-            return -EBADMSG;
-        }
-        m->reason = body + index;
-        m->reason_len = (size_t)(end - index);
-    } else if (index != end) {
-        return -EBADMSG;
-    }
-    return 0;
+    return index == end ? 0 : -EBADMSG;
 }
 
 static int message_parse(const char *body, size_t len, bool whole, DistMessage *out)
@@ -335,7 +328,11 @@ static int message_parse(const char *body, size_t len, bool whole, DistMessage *
     switch (op) {
     case DIST_OP_SEND:
     case DIST_OP_SEND_TT:
-        /* {2, Unused, ToPid} or {12, Unused, ToPid, TraceToken}: to one of our pids. */
+    case DIST_OP_SEND_SENDER:
+    case DIST_OP_SEND_SENDER_TT:
+        if (send_parse(body, index, end, arity, &m) < 0) {
+            return -EBADMSG;
+        }
         break;
     case DIST_OP_REG_SEND:
     case DIST_OP_REG_SEND_TT: {
@@ -357,17 +354,6 @@ static int message_parse(const char *body, size_t len, bool whole, DistMessage *
         }
         break;
     }
-    case DIST_OP_MONITOR_P_EXIT:
-        if (monitor_exit_parse(body, index, end, arity, &m) < 0 || (whole && (size_t)end != len)) {
-            return -EBADMSG;
-        }
-        *out = m;
-        return 0;
-    case DIST_OP_PAYLOAD_MONITOR_P_EXIT:
-        if (monitor_exit_parse(body, index, end, arity, &m) < 0) {
-            return -EBADMSG;
-        }
-        break;
     default:
         return -ENOTSUP;
     }
@@ -381,11 +367,6 @@ static int message_parse(const char *body, size_t len, bool whole, DistMessage *
     }
     m.payload = body + payload_start;
     m.payload_len = (size_t)(payload_end - payload_start);
-    if (op == DIST_OP_PAYLOAD_MONITOR_P_EXIT && whole) {
-        /* The reason is the payload, after its version byte. */
-        m.reason = m.payload + 1;
-        m.reason_len = m.payload_len - 1;
-    }
     *out = m;
     return 0;
 }
@@ -393,6 +374,22 @@ static int message_parse(const char *body, size_t len, bool whole, DistMessage *
 int dist_message_parse(const char *body, size_t len, DistMessage *out)
 {
     return message_parse(body, len, true, out);
+}
+
+int dist_message_op(const char *body, size_t len, long *op)
+{
+    int index = 1;
+    int end;
+    int arity;
+    long value;
+
+    if (len < 1 || body[0] != DIST_PASS_THROUGH || term_start(body, len, &index, &end) < 0 ||
+        ei_decode_tuple_header(body, &index, &arity) < 0 || arity < 1 ||
+        ei_decode_long(body, &index, &value) < 0) {
+        return -EBADMSG;
+    }
+    *op = value;
+    return 0;
 }
 
 int dist_message_head_parse(const char *body, size_t len, DistMessage *out)
@@ -491,37 +488,52 @@ int dist_call_head_parse(const char *payload, size_t len, DistCall *out)
     return call_parse(payload, len, false, out);
 }
 
-int dist_monitor_control_encode(ei_x_buff *x, long op, const erlang_pid *from,
-                                const erlang_pid *to, const erlang_ref *ref)
+int dist_probe_encode(ei_x_buff *control, ei_x_buff *message, const erlang_pid *self,
+                      const erlang_ref *ref, const erlang_pid *pid)
 {
-    if (op != DIST_OP_MONITOR_P && op != DIST_OP_DEMONITOR_P) {
-        return -EINVAL;
+    if (ei_x_encode_tuple_header(control, 4) < 0 ||
+        ei_x_encode_long(control, DIST_OP_REG_SEND) < 0 || ei_x_encode_pid(control, self) < 0 ||
+        ei_x_encode_atom(control, "") < 0 || ei_x_encode_atom(control, "rex") < 0) {
+        return -ENOMEM;
     }
-    if (ei_x_encode_tuple_header(x, 4) < 0 || ei_x_encode_long(x, op) < 0 ||
-        ei_x_encode_pid(x, from) < 0 || ei_x_encode_pid(x, to) < 0 ||
-        ei_x_encode_ref(x, ref) < 0) {
+    if (ei_x_encode_tuple_header(message, 3) < 0 ||
+        ei_x_encode_atom(message, "$gen_call") < 0 ||
+        ei_x_encode_tuple_header(message, 2) < 0 || ei_x_encode_pid(message, self) < 0 ||
+        ei_x_encode_ref(message, ref) < 0 || ei_x_encode_tuple_header(message, 5) < 0 ||
+        ei_x_encode_atom(message, "call") < 0 || ei_x_encode_atom(message, "erlang") < 0 ||
+        ei_x_encode_atom(message, "is_process_alive") < 0 ||
+        ei_x_encode_list_header(message, 1) < 0 || ei_x_encode_pid(message, pid) < 0 ||
+        ei_x_encode_empty_list(message) < 0 || ei_x_encode_atom(message, "user") < 0) {
         return -ENOMEM;
     }
     return 0;
 }
 
-/* Offsets in the challenge: 2-byte length, 'N', 8-byte flags, 4-byte challenge, 4-byte creation,
- * 2-byte name length, then the name. */
-#define CHALLENGE_TAG_AT 2
-#define CHALLENGE_FLAGS_AT 3
-#define CHALLENGE_NAME_LEN_AT 19
-#define CHALLENGE_NAME_AT 21
-
-int dist_challenge_add_flags(char *packet, size_t len, uint64_t flags)
+int dist_probe_reply_parse(const char *payload, size_t len, erlang_ref *ref,
+                           DistProbeResult *result)
 {
-    uint8_t *p = (uint8_t *)packet;
+    int index = 0;
+    int end;
+    int arity;
+    erlang_ref value;
+    char atom[MAXATOMLEN_UTF8];
 
-    if (len < CHALLENGE_NAME_AT || p[CHALLENGE_TAG_AT] != 'N' || get_be16(p) != len - 2 ||
-        CHALLENGE_NAME_AT + (size_t)get_be16(p + CHALLENGE_NAME_LEN_AT) != len) {
-        return -EINVAL;
+    if (term_start(payload, len, &index, &end) < 0 || (size_t)end != len ||
+        (uint8_t)payload[index] != ERL_SMALL_TUPLE_EXT ||
+        ei_decode_tuple_header(payload, &index, &arity) < 0 || arity != 2 ||
+        decode_ref_checked(payload, &index, end, &value) < 0) {
+        return -EBADMSG;
     }
-    for (int i = 0; i < 8; i++) {
-        p[CHALLENGE_FLAGS_AT + i] |= (uint8_t)(flags >> (56 - 8 * i));
+    /* The tuple was walked whole, so the reply term ends at `end`. */
+    DistProbeResult r = DIST_PROBE_UNKNOWN;
+    int atom_end = index;
+    if (skip_checked(payload, &atom_end, end) == 0 && atom_end == end &&
+        ei_decode_atom(payload, &index, atom) == 0) {
+        r = strcmp(atom, "true") == 0    ? DIST_PROBE_ALIVE
+            : strcmp(atom, "false") == 0 ? DIST_PROBE_EXITED
+                                         : DIST_PROBE_UNKNOWN;
     }
+    *ref = value;
+    *result = r;
     return 0;
 }

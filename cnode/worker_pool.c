@@ -167,15 +167,10 @@ static int stream_message(const PoolJob *job, ei_x_buff *x, const char *inner, s
 
 static void job_deliver(PoolJob *job, const char *term, size_t len);
 
-/* Send the stream's caller nothing more, and remove the monitor on it. */
+/* Send the stream's caller nothing more, and stop probing it. A late probe reply is ignored. */
 static void stream_close(PoolJob *job)
 {
-    WorkerPool *pool = job->pool;
-
-    if (job->monitored) {
-        pool->hooks.demonitor(pool->userdata, &job->stream_pid, &job->monitor_ref);
-        job->monitored = false;
-    }
+    ev_timer_stop(job->pool->loop, &job->probe_timer);
     job->stream_pid.node[0] = '\0';
 }
 
@@ -287,6 +282,7 @@ static void job_free(PoolJob *job)
         stream_close(job);
     }
     ev_timer_stop(job->pool->loop, &job->timer);
+    ev_timer_stop(job->pool->loop, &job->probe_timer);
     free(job->payload);
     free(job->session_id);
     free(job);
@@ -369,8 +365,7 @@ static void job_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /*
  * End a call whose caller is gone, sending it nothing: a queued call is freed at once, and a
- * running one is interrupted as at its deadline. `cause` completes the log line. Clear
- * job->monitored first when the monitor fired, so that no DEMONITOR_P follows it.
+ * running one is interrupted as at its deadline. `cause` completes the log line.
  */
 static void job_cancel(PoolJob *job, const char *cause)
 {
@@ -500,9 +495,33 @@ static void fail_jobs_held_for(WorkerPool *pool, uint32_t worker_id, const char 
     }
 }
 
+/* Ask the caller's node whether the stream's caller is alive. */
+static int stream_probe(PoolJob *job)
+{
+    WorkerPool *pool = job->pool;
+    int r = pool->hooks.probe(pool->userdata, &job->stream_pid, &job->probe_ref);
+
+    if (r < 0) {
+        log_debug_errno(r, "Pool '%s': probe of the caller of stream %llu failed",
+                        pool->config.name, (unsigned long long)job->id);
+        return r;
+    }
+    job->probes_sent++;
+    log_debug("Pool '%s': sent probe %u of the caller of stream %llu", pool->config.name,
+              job->probes_sent, (unsigned long long)job->id);
+    return 0;
+}
+
+/* A failed probe changes nothing: a node that is gone cancels the stream through node-down. */
+static void probe_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)stream_probe(w->data);
+}
+
 /*
- * Reply {ok, Ref} to a stream's caller, keep where the stream goes, and monitor the caller so
- * that its exit cancels the stream. Returns 0, or -ENOTCONN when the caller's node is gone.
+ * Reply {ok, Ref} to a stream's caller, keep where the stream goes, and probe the caller now and
+ * then every WORKER_POOL_PROBE_INTERVAL_S while the stream is open, so that its exit cancels the
+ * stream. Returns 0, or -ENOTCONN when the caller's node is gone.
  */
 static int stream_open(WorkerPool *pool, PoolJob *job)
 {
@@ -510,6 +529,7 @@ static int stream_open(WorkerPool *pool, PoolJob *job)
 
     job->stream_pid = job->caller->pid;
     pool->hooks.make_ref(pool->userdata, &job->stream_ref);
+    pool->hooks.make_ref(pool->userdata, &job->probe_ref);
     if (ei_x_new(&x) < 0) {
         return -ENOMEM;
     }
@@ -519,11 +539,12 @@ static int stream_open(WorkerPool *pool, PoolJob *job)
     pool->hooks.reply(pool->userdata, job->caller, x.buff, (size_t)x.index);
     job->caller = NULL;
     ei_x_free(&x);
-    int r = pool->hooks.monitor(pool->userdata, &job->stream_pid, &job->monitor_ref);
-    if (r < 0) {
-        return r;
+    /* The first probe goes out with the reply, so a caller dead on arrival is found at once. */
+    if (stream_probe(job) == -ENOTCONN) {
+        return -ENOTCONN;
     }
-    job->monitored = true;
+    job->probe_timer.repeat = WORKER_POOL_PROBE_INTERVAL_S;
+    ev_timer_again(pool->loop, &job->probe_timer);
     return 0;
 }
 
@@ -581,6 +602,8 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
     }
     ev_init(&job->timer, job_timer_cb);
     job->timer.data = job;
+    ev_init(&job->probe_timer, probe_timer_cb);
+    job->probe_timer.data = job;
 
     if (pool->draining) {
         job_answer_error(job, ERROR_SHUTTING_DOWN, "pool '%s' is shutting down",
@@ -1131,14 +1154,11 @@ void worker_pool_cancel_node(WorkerPool *pool, const char *node)
     for (PoolJob *job = pool->queue_head, *next; job; job = next) {
         next = job->next;
         if (job_is_from(job, node)) {
-            /* The monitor ended with the connection. */
-            job->monitored = false;
             job_cancel(job, cause);
         }
     }
     for (Worker *w = pool->workers; w; w = w->next) {
         if (w->job && job_is_from(w->job, node)) {
-            w->job->monitored = false;
             job_cancel(w->job, cause);
         }
     }
@@ -1153,28 +1173,33 @@ static bool ref_equal(const erlang_ref *a, const erlang_ref *b)
     return memcmp(a->n, b->n, (size_t)a->len * sizeof(a->n[0])) == 0;
 }
 
-static bool job_has_monitor(const PoolJob *job, const erlang_ref *ref)
+/* Whether `job` is an open stream whose probes carry `ref`. */
+static bool job_has_probe(const PoolJob *job, const erlang_ref *ref)
 {
-    return job && job->monitored && ref_equal(&job->monitor_ref, ref);
+    return job && job->stream && job->stream_pid.node[0] && ref_equal(&job->probe_ref, ref);
 }
 
-bool worker_pool_cancel_stream(WorkerPool *pool, const erlang_ref *ref, const char *reason)
+bool worker_pool_probe_reply(WorkerPool *pool, const erlang_ref *ref, DistProbeResult result)
 {
     PoolJob *found = NULL;
-    char cause[320];
 
     for (PoolJob *job = pool->queue_head; job && !found; job = job->next) {
-        found = job_has_monitor(job, ref) ? job : NULL;
+        found = job_has_probe(job, ref) ? job : NULL;
     }
     for (Worker *w = pool->workers; w && !found; w = w->next) {
-        found = job_has_monitor(w->job, ref) ? w->job : NULL;
+        found = job_has_probe(w->job, ref) ? w->job : NULL;
     }
     if (!found) {
         return false;
     }
-    found->monitored = false;
-    snprintf(cause, sizeof(cause), "its caller exited with reason %s", reason);
-    job_cancel(found, cause);
+    if (result != DIST_PROBE_EXITED) {
+        /* An answer other than false, such as {badrpc, _}, proves nothing: probing goes on. */
+        log_debug("Pool '%s': the caller of stream %llu is %s", pool->config.name,
+                  (unsigned long long)found->id,
+                  result == DIST_PROBE_ALIVE ? "alive" : "of unknown state (rex replied no boolean)");
+        return true;
+    }
+    job_cancel(found, "its caller exited");
     return true;
 }
 

@@ -66,12 +66,11 @@ typedef struct {
     size_t (*pending_bytes)(void *userdata, const char *node);
     /* Make a new reference of this node, for a stream's id. */
     void (*make_ref)(void *userdata, erlang_ref *out);
-    /* Monitor a stream's caller: 0 with the monitor's reference in *ref, or -ENOTCONN when the
-     * caller's node is gone. The pool then calls worker_pool_cancel_stream() with that
-     * reference when the caller exits, and worker_pool_cancel_node() when its node goes down. */
-    int (*monitor)(void *userdata, const erlang_pid *pid, erlang_ref *ref);
-    /* Remove a monitor that `monitor` set and that has not fired. */
-    void (*demonitor)(void *userdata, const erlang_pid *pid, const erlang_ref *ref);
+    /* Ask the node of a stream's caller whether the caller is alive, tagged with `ref`
+     * (see dist_probe()): 0, or -ENOTCONN when the caller's node is gone, or -ENOMEM. The
+     * reply goes to worker_pool_probe_reply(), and a node that goes down to
+     * worker_pool_cancel_node(). */
+    int (*probe)(void *userdata, const erlang_pid *pid, const erlang_ref *ref);
     /* The pool's first worker is ready (called once per pool). */
     void (*on_ready)(void *userdata, WorkerPool *pool);
     /* A session call started on a worker the session was not bound to: record the binding. */
@@ -162,10 +161,11 @@ void worker_pool_session_reply(WorkerPool *pool, uint32_t worker_id, uint64_t ca
 void worker_pool_cancel_node(WorkerPool *pool, const char *node);
 
 /*
- * Cancel the stream whose caller monitor `ref` fired, in the same way, with `reason` (borrowed,
- * the caller's exit reason) in the log. Returns whether this pool had that stream.
+ * Take rex's reply to the liveness probe tagged `ref` (borrowed): when it says the caller exited,
+ * cancel its open stream in the same way. Returns whether this pool has an open stream with that
+ * tag.
  */
-bool worker_pool_cancel_stream(WorkerPool *pool, const erlang_ref *ref, const char *reason);
+bool worker_pool_probe_reply(WorkerPool *pool, const erlang_ref *ref, DistProbeResult result);
 
 /* Stop taking calls: queued calls get shutting_down; running calls go on. */
 void worker_pool_drain(WorkerPool *pool);

@@ -614,31 +614,65 @@ Test(dist_frame, message_reg_send_tt)
     check_reg_send(DIST_OP_REG_SEND_TT);
 }
 
+static bool send_is_traced(long op)
+{
+    return op == DIST_OP_SEND_TT || op == DIST_OP_SEND_SENDER_TT;
+}
+
+static bool send_has_sender(long op)
+{
+    return op == DIST_OP_SEND_SENDER || op == DIST_OP_SEND_SENDER_TT;
+}
+
+/* {2, '', To}, {12, '', To, Token}, {22, From, To} or {23, From, To, Token}. */
+static void encode_send(ei_x_buff *x, long op, const erlang_pid *from, const erlang_pid *to)
+{
+    cr_assert_eq(ei_x_new_with_version(x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(x, send_is_traced(op) ? 4 : 3), 0);
+    cr_assert_eq(ei_x_encode_long(x, op), 0);
+    if (send_has_sender(op)) {
+        cr_assert_eq(ei_x_encode_pid(x, from), 0);
+    } else {
+        cr_assert_eq(ei_x_encode_atom(x, ""), 0);
+    }
+    cr_assert_eq(ei_x_encode_pid(x, to), 0);
+    if (send_is_traced(op)) {
+        cr_assert_eq(ei_x_encode_atom(x, "trace_token"), 0);
+    }
+}
+
+static const long send_ops[] = {DIST_OP_SEND, DIST_OP_SEND_TT, DIST_OP_SEND_SENDER,
+                                DIST_OP_SEND_SENDER_TT};
+
 static void check_send(long op)
 {
+    erlang_pid from = make_pid("caller@host", 9);
     erlang_pid to = make_pid("daemon@host", 1);
     ei_x_buff control;
     ei_x_buff payload;
     size_t len;
     DistMessage m;
 
-    cr_assert_eq(ei_x_new_with_version(&control), 0);
-    cr_assert_eq(ei_x_encode_tuple_header(&control, op == DIST_OP_SEND_TT ? 4 : 3), 0);
-    cr_assert_eq(ei_x_encode_long(&control, op), 0);
-    cr_assert_eq(ei_x_encode_atom(&control, ""), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, &to), 0);
-    if (op == DIST_OP_SEND_TT) {
-        cr_assert_eq(ei_x_encode_atom(&control, "trace_token"), 0);
-    }
+    encode_send(&control, op, &from, &to);
     encode_payload(&payload);
     char *body = build_message(&control, &payload, &len);
+    char *copy = dup_exact(body, len);
 
-    cr_assert_eq(dist_message_parse(body, len, &m), 0);
+    cr_assert_eq(dist_message_parse(copy, len, &m), 0, "op %ld", op);
     cr_assert_eq(m.op, op);
-    cr_assert_not(m.has_from);
+    cr_assert_eq(m.has_from, send_has_sender(op), "op %ld", op);
+    if (send_has_sender(op)) {
+        cr_assert_str_eq(m.from.node, "caller@host");
+        cr_assert_eq(m.from.num, 9);
+    }
+    cr_assert_str_eq(m.to.node, "daemon@host");
+    cr_assert_eq(m.to.num, 1);
+    cr_assert_eq(m.to.serial, to.serial);
+    cr_assert_eq(m.to.creation, to.creation);
     cr_assert_eq(m.payload_len, (size_t)payload.index);
     cr_assert_eq(memcmp(m.payload, payload.buff, m.payload_len), 0);
 
+    free_exact(copy, len);
     free(body);
     ei_x_free(&control);
     ei_x_free(&payload);
@@ -646,8 +680,93 @@ static void check_send(long op)
 
 Test(dist_frame, message_send)
 {
-    check_send(DIST_OP_SEND);
-    check_send(DIST_OP_SEND_TT);
+    for (size_t i = 0; i < sizeof(send_ops) / sizeof(send_ops[0]); i++) {
+        check_send(send_ops[i]);
+    }
+}
+
+Test(dist_frame, message_send_every_truncated_prefix)
+{
+    erlang_pid from = make_pid("caller@host", 9);
+    erlang_pid to = make_pid("daemon@host", 1);
+
+    for (size_t i = 0; i < sizeof(send_ops) / sizeof(send_ops[0]); i++) {
+        ei_x_buff control;
+        ei_x_buff payload;
+        size_t len;
+        encode_send(&control, send_ops[i], &from, &to);
+        encode_payload(&payload);
+        char *body = build_message(&control, &payload, &len);
+        for (size_t cut = 0; cut < len; cut++) {
+            char *copy = dup_exact(body, cut);
+            DistMessage m;
+            m.op = -1;
+            cr_assert_eq(dist_message_parse(copy, cut, &m), -EBADMSG, "op %ld cut to %zu",
+                         send_ops[i], cut);
+            cr_assert_eq(m.op, -1, "output written on failure");
+            free_exact(copy, cut);
+        }
+        free(body);
+        ei_x_free(&control);
+        ei_x_free(&payload);
+    }
+}
+
+Test(dist_frame, message_send_malformed)
+{
+    erlang_pid to = make_pid("daemon@host", 1);
+    ei_x_buff control;
+    ei_x_buff payload;
+    size_t len;
+    DistMessage m;
+
+    encode_payload(&payload);
+
+    /* SEND with the four elements of SEND_TT. */
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 4), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_SEND), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, ""), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &to), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, "trace_token"), 0);
+    char *body = build_message(&control, &payload, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
+    free(body);
+    ei_x_free(&control);
+
+    /* SEND whose ToPid is a registered name. */
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 3), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_SEND), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, ""), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, "snakepit"), 0);
+    body = build_message(&control, &payload, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
+    free(body);
+    ei_x_free(&control);
+
+    /* SEND_SENDER whose FromPid is an atom. */
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 3), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_SEND_SENDER), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, "nobody"), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &to), 0);
+    body = build_message(&control, &payload, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
+    free(body);
+    ei_x_free(&control);
+
+    /* SEND_SENDER_TT without its trace token. */
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 3), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_SEND_SENDER_TT), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &to), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &to), 0);
+    body = build_message(&control, &payload, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
+    free(body);
+    ei_x_free(&control);
+    ei_x_free(&payload);
 }
 
 Test(dist_frame, message_unsupported_ops)
@@ -655,8 +774,10 @@ Test(dist_frame, message_unsupported_ops)
     erlang_pid a = make_pid("a@host", 1);
     erlang_pid b = make_pid("b@host", 2);
     erlang_ref ref = make_ref("a@host", 3);
-    static const long ops[] = {DIST_OP_LINK, DIST_OP_EXIT, DIST_OP_UNLINK, DIST_OP_MONITOR_P,
-                               DIST_OP_DEMONITOR_P, DIST_OP_ALIAS_SEND, 99};
+    /* 21 and 28 are MONITOR_P_EXIT and PAYLOAD_MONITOR_P_EXIT. */
+    static const long ops[] = {DIST_OP_LINK,        DIST_OP_EXIT, DIST_OP_UNLINK, DIST_OP_MONITOR_P,
+                               DIST_OP_DEMONITOR_P, 21,           28,             DIST_OP_ALIAS_SEND,
+                               99};
 
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
         ei_x_buff control;
@@ -674,6 +795,9 @@ Test(dist_frame, message_unsupported_ops)
         char *body = build_message(&control, &payload, &len);
         cr_assert_eq(dist_message_parse(body, len, &m), -ENOTSUP, "op %ld", ops[i]);
         cr_assert_eq(m.op, -1, "output written on failure");
+        long op = -1;
+        cr_assert_eq(dist_message_op(body, len, &op), 0, "op %ld", ops[i]);
+        cr_assert_eq(op, ops[i]);
         free(body);
         ei_x_free(&control);
         ei_x_free(&payload);
@@ -820,293 +944,209 @@ Test(dist_frame, message_head_of_truncated_frame)
     ei_x_free(&payload);
 }
 
-/* ---- Monitor exits and monitor control messages ---- */
-
-/* {21, Watched, Watcher, Ref, Reason} or, for op 28, {28, Watched, Watcher, Ref} + Reason. */
-static char *build_monitor_exit(long op, const erlang_pid *watched, const erlang_pid *watcher,
-                                const erlang_ref *ref, const char *reason, size_t *len)
+Test(dist_frame, message_op_every_truncated_prefix)
 {
+    erlang_pid from = make_pid("caller@host", 77);
     ei_x_buff control;
     ei_x_buff payload;
+    size_t len;
+    long op;
 
-    cr_assert_eq(ei_x_new_with_version(&control), 0);
-    cr_assert_eq(ei_x_encode_tuple_header(&control, op == DIST_OP_MONITOR_P_EXIT ? 5 : 4), 0);
-    cr_assert_eq(ei_x_encode_long(&control, op), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, watched), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, watcher), 0);
-    cr_assert_eq(ei_x_encode_ref(&control, ref), 0);
-    if (op == DIST_OP_MONITOR_P_EXIT) {
-        cr_assert_eq(ei_x_encode_atom(&control, reason), 0);
+    encode_reg_send(&control, DIST_OP_REG_SEND, &from, "snakepit");
+    encode_payload(&payload);
+    char *body = build_message(&control, &payload, &len);
+    size_t control_end = 1 + (size_t)control.index;
+
+    for (size_t cut = 0; cut <= len; cut++) {
+        char *copy = dup_exact(body, cut);
+        op = -1;
+        int r = dist_message_op(copy, cut, &op);
+        if (cut < control_end) {
+            cr_assert_eq(r, -EBADMSG, "cut to %zu inside the control term", cut);
+            cr_assert_eq(op, -1, "output written on failure");
+        } else {
+            cr_assert_eq(r, 0, "cut to %zu after the control term", cut);
+            cr_assert_eq(op, DIST_OP_REG_SEND);
+        }
+        free_exact(copy, cut);
     }
-    cr_assert_eq(ei_x_new_with_version(&payload), 0);
-    cr_assert_eq(ei_x_encode_atom(&payload, reason), 0);
-    char *body = build_message(&control, op == DIST_OP_MONITOR_P_EXIT ? NULL : &payload, len);
+    free(body);
     ei_x_free(&control);
     ei_x_free(&payload);
-    return body;
 }
 
-static void check_monitor_exit(long op)
+/* ---- Liveness probes ---- */
+
+Test(dist_frame, probe_encode)
 {
-    erlang_pid watched = make_pid("caller@host", 42);
-    erlang_pid watcher = make_pid("daemon@host", 0);
-    erlang_ref ref = make_ref("daemon@host", 5);
-    size_t len;
-    char *body = build_monitor_exit(op, &watched, &watcher, &ref, "killed", &len);
-    char *copy = dup_exact(body, len);
-    DistMessage m;
-    char atom[MAXATOMLEN_UTF8];
+    erlang_pid self = make_pid("daemon@host", 0);
+    erlang_pid caller = make_pid("caller@host", 42);
+    erlang_ref ref = make_ref("daemon@host", 8);
+    ei_x_buff control;
+    ei_x_buff message;
+    char *printed = NULL;
     int index = 0;
+    DistMessage m;
+    size_t len;
 
-    cr_assert_eq(dist_message_parse(copy, len, &m), 0, "op %ld", op);
-    cr_assert_eq(m.op, op);
-    cr_assert(m.has_from);
-    cr_assert_str_eq(m.from.node, "caller@host");
-    cr_assert_eq(m.from.num, 42);
-    cr_assert_str_eq(m.ref.node, "daemon@host");
-    cr_assert_eq(m.ref.len, ref.len);
-    cr_assert_eq(memcmp(m.ref.n, ref.n, sizeof(ref.n[0]) * (size_t)ref.len), 0);
-    cr_assert_eq(m.ref.creation, ref.creation);
-    cr_assert_not_null(m.reason);
-    cr_assert_eq(ei_decode_atom(m.reason, &index, atom), 0);
-    cr_assert_str_eq(atom, "killed");
-    cr_assert_eq((size_t)index, m.reason_len);
-    free_exact(copy, len);
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_new_with_version(&message), 0);
+    cr_assert_eq(dist_probe_encode(&control, &message, &self, &ref, &caller), 0);
+
+    /* The control message parses as a REG_SEND from the daemon to rex. */
+    char *body = build_message(&control, &message, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), 0);
+    cr_assert_eq(m.op, DIST_OP_REG_SEND);
+    cr_assert_str_eq(m.from.node, "daemon@host");
+    cr_assert_str_eq(m.to_name, "rex");
+
+    /* The message is a gen_server call that rex runs as rpc:call/4 does. */
+    DistCall call;
+    cr_assert_eq(dist_call_parse(m.payload, m.payload_len, &call), 0);
+    cr_assert_not(call.is_cast);
+    cr_assert_not(call.has_alias);
+    cr_assert_str_eq(call.pid.node, "daemon@host");
+    erlang_ref tag;
+    cr_assert_eq(ei_decode_ref(call.tag, &index, &tag), 0);
+    cr_assert_eq(tag.n[0], ref.n[0]);
+    index = 0;
+    cr_assert_geq(ei_s_print_term(&printed, call.request, &index), 0);
+    cr_assert_eq((size_t)index, call.request_len);
+    cr_assert_str_eq(printed, "{call, erlang, is_process_alive, [<caller@host.42.3>], user}");
+    free(printed);
     free(body);
+    ei_x_free(&control);
+    ei_x_free(&message);
 }
 
-Test(dist_frame, monitor_exit)
+/* {Ref, Reply} with its version byte, where `encode_reply` writes Reply. */
+static char *build_probe_reply(const erlang_ref *ref, void (*encode_reply)(ei_x_buff *),
+                               size_t *len)
 {
-    check_monitor_exit(DIST_OP_MONITOR_P_EXIT);
+    ei_x_buff x;
+
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&x, 2), 0);
+    cr_assert_eq(ei_x_encode_ref(&x, ref), 0);
+    encode_reply(&x);
+    char *copy = dup_exact(x.buff, (size_t)x.index);
+    *len = (size_t)x.index;
+    ei_x_free(&x);
+    return copy;
 }
 
-Test(dist_frame, payload_monitor_exit)
+static void encode_true(ei_x_buff *x)
 {
-    check_monitor_exit(DIST_OP_PAYLOAD_MONITOR_P_EXIT);
+    cr_assert_eq(ei_x_encode_atom(x, "true"), 0);
 }
 
-Test(dist_frame, monitor_exit_every_truncated_prefix)
+static void encode_false(ei_x_buff *x)
 {
-    static const long ops[] = {DIST_OP_MONITOR_P_EXIT, DIST_OP_PAYLOAD_MONITOR_P_EXIT};
-    erlang_pid watched = make_pid("caller@host", 42);
-    erlang_pid watcher = make_pid("daemon@host", 0);
-    erlang_ref ref = make_ref("daemon@host", 5);
+    cr_assert_eq(ei_x_encode_atom(x, "false"), 0);
+}
 
-    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+static void encode_badrpc(ei_x_buff *x)
+{
+    cr_assert_eq(ei_x_encode_tuple_header(x, 2), 0);
+    cr_assert_eq(ei_x_encode_atom(x, "badrpc"), 0);
+    cr_assert_eq(ei_x_encode_atom(x, "nodedown"), 0);
+}
+
+static void encode_other_atom(ei_x_buff *x)
+{
+    cr_assert_eq(ei_x_encode_atom(x, "maybe"), 0);
+}
+
+Test(dist_frame, probe_reply_results)
+{
+    static const struct {
+        void (*encode_reply)(ei_x_buff *);
+        DistProbeResult expected;
+    } cases[] = {
+        {encode_true, DIST_PROBE_ALIVE},
+        {encode_false, DIST_PROBE_EXITED},
+        {encode_badrpc, DIST_PROBE_UNKNOWN},
+        {encode_other_atom, DIST_PROBE_UNKNOWN},
+    };
+    erlang_ref ref = make_ref("daemon@host", 8);
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         size_t len;
-        char *body = build_monitor_exit(ops[i], &watched, &watcher, &ref, "normal", &len);
+        char *payload = build_probe_reply(&ref, cases[i].encode_reply, &len);
+        erlang_ref out;
+        DistProbeResult result = DIST_PROBE_ALIVE;
+        memset(&out, 0, sizeof(out));
+        cr_assert_eq(dist_probe_reply_parse(payload, len, &out, &result), 0, "case %zu", i);
+        cr_assert_eq(result, cases[i].expected, "case %zu", i);
+        cr_assert_str_eq(out.node, "daemon@host");
+        cr_assert_eq(out.len, ref.len);
+        cr_assert_eq(memcmp(out.n, ref.n, sizeof(ref.n[0]) * (size_t)ref.len), 0);
+        free_exact(payload, len);
+    }
+}
+
+Test(dist_frame, probe_reply_every_truncated_prefix)
+{
+    erlang_ref ref = make_ref("daemon@host", 8);
+    void (*replies[])(ei_x_buff *) = {encode_false, encode_badrpc};
+
+    for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
+        size_t len;
+        char *payload = build_probe_reply(&ref, replies[i], &len);
         for (size_t cut = 0; cut < len; cut++) {
-            char *copy = dup_exact(body, cut);
-            DistMessage m;
-            m.op = -1;
-            cr_assert_eq(dist_message_parse(copy, cut, &m), -EBADMSG, "op %ld cut to %zu",
-                         ops[i], cut);
-            cr_assert_eq(m.op, -1, "output written on failure");
+            char *copy = dup_exact(payload, cut);
+            erlang_ref out;
+            DistProbeResult result = DIST_PROBE_ALIVE;
+            out.len = -1;
+            cr_assert_eq(dist_probe_reply_parse(copy, cut, &out, &result), -EBADMSG,
+                         "reply %zu cut to %zu", i, cut);
+            cr_assert_eq(out.len, -1, "output written on failure");
+            cr_assert_eq(result, DIST_PROBE_ALIVE, "output written on failure");
             free_exact(copy, cut);
         }
-        free(body);
+        free_exact(payload, len);
     }
 }
 
-Test(dist_frame, monitor_exit_malformed)
+Test(dist_frame, probe_reply_malformed)
 {
-    erlang_pid watched = make_pid("caller@host", 42);
-    erlang_pid watcher = make_pid("daemon@host", 0);
-    erlang_ref ref = make_ref("daemon@host", 5);
-    DistMessage m;
-    size_t len;
+    erlang_ref ref = make_ref("daemon@host", 8);
+    erlang_pid pid = make_pid("daemon@host", 0);
+    erlang_ref out;
+    DistProbeResult result;
+    ei_x_buff x;
 
-    /* Op 21 with four elements, which is op 28's shape. */
-    ei_x_buff control;
-    cr_assert_eq(ei_x_new_with_version(&control), 0);
-    cr_assert_eq(ei_x_encode_tuple_header(&control, 4), 0);
-    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_MONITOR_P_EXIT), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, &watched), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, &watcher), 0);
-    cr_assert_eq(ei_x_encode_ref(&control, &ref), 0);
-    char *body = build_message(&control, NULL, &len);
-    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
-    free(body);
-    ei_x_free(&control);
+    /* A three-tuple. */
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&x, 3), 0);
+    cr_assert_eq(ei_x_encode_ref(&x, &ref), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "false"), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "false"), 0);
+    cr_assert_eq(dist_probe_reply_parse(x.buff, (size_t)x.index, &out, &result), -EBADMSG);
+    ei_x_free(&x);
 
     /* A pid where the reference belongs. */
-    cr_assert_eq(ei_x_new_with_version(&control), 0);
-    cr_assert_eq(ei_x_encode_tuple_header(&control, 5), 0);
-    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_MONITOR_P_EXIT), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, &watched), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, &watcher), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, &watcher), 0);
-    cr_assert_eq(ei_x_encode_atom(&control, "normal"), 0);
-    body = build_message(&control, NULL, &len);
-    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
-    free(body);
-    ei_x_free(&control);
-
-    /* Op 21 followed by a payload it does not have. */
-    body = build_monitor_exit(DIST_OP_MONITOR_P_EXIT, &watched, &watcher, &ref, "normal", &len);
-    char *longer = malloc(len + 2);
-    cr_assert_not_null(longer);
-    memcpy(longer, body, len);
-    longer[len] = (char)131;
-    longer[len + 1] = ERL_NIL_EXT;
-    cr_assert_eq(dist_message_parse(longer, len + 2, &m), -EBADMSG);
-    free(longer);
-    free(body);
-
-    /* Op 28 without its payload. */
-    cr_assert_eq(ei_x_new_with_version(&control), 0);
-    cr_assert_eq(ei_x_encode_tuple_header(&control, 4), 0);
-    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_PAYLOAD_MONITOR_P_EXIT), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, &watched), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, &watcher), 0);
-    cr_assert_eq(ei_x_encode_ref(&control, &ref), 0);
-    body = build_message(&control, NULL, &len);
-    char *copy = dup_exact(body, len);
-    cr_assert_eq(dist_message_parse(copy, len, &m), -EBADMSG);
-    free_exact(copy, len);
-    free(body);
-    ei_x_free(&control);
-}
-
-Test(dist_frame, monitor_exit_of_a_name)
-{
-    erlang_pid watcher = make_pid("daemon@host", 0);
-    erlang_ref ref = make_ref("daemon@host", 5);
-    ei_x_buff control;
-    DistMessage m;
-    size_t len;
-
-    cr_assert_eq(ei_x_new_with_version(&control), 0);
-    cr_assert_eq(ei_x_encode_tuple_header(&control, 5), 0);
-    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_MONITOR_P_EXIT), 0);
-    cr_assert_eq(ei_x_encode_atom(&control, "some_name"), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, &watcher), 0);
-    cr_assert_eq(ei_x_encode_ref(&control, &ref), 0);
-    cr_assert_eq(ei_x_encode_atom(&control, "noproc"), 0);
-    char *body = build_message(&control, NULL, &len);
-
-    cr_assert_eq(dist_message_parse(body, len, &m), 0);
-    cr_assert_not(m.has_from);
-    cr_assert_eq(m.ref.n[0], ref.n[0]);
-    cr_assert_not_null(m.reason);
-    free(body);
-    ei_x_free(&control);
-}
-
-static void check_monitor_control(long op)
-{
-    erlang_pid from = make_pid("daemon@host", 0);
-    erlang_pid to = make_pid("caller@host", 42);
-    erlang_ref ref = make_ref("daemon@host", 8);
-    erlang_pid from_out;
-    erlang_pid to_out;
-    erlang_ref ref_out;
-    ei_x_buff x;
-    int index = 0;
-    int version;
-    int arity;
-    long op_out;
-
     cr_assert_eq(ei_x_new_with_version(&x), 0);
-    cr_assert_eq(dist_monitor_control_encode(&x, op, &from, &to, &ref), 0);
-    cr_assert_eq(ei_decode_version(x.buff, &index, &version), 0);
-    cr_assert_eq(ei_decode_tuple_header(x.buff, &index, &arity), 0);
-    cr_assert_eq(arity, 4);
-    cr_assert_eq(ei_decode_long(x.buff, &index, &op_out), 0);
-    cr_assert_eq(op_out, op);
-    cr_assert_eq(ei_decode_pid(x.buff, &index, &from_out), 0);
-    cr_assert_str_eq(from_out.node, "daemon@host");
-    cr_assert_eq(ei_decode_pid(x.buff, &index, &to_out), 0);
-    cr_assert_str_eq(to_out.node, "caller@host");
-    cr_assert_eq(to_out.num, 42);
-    cr_assert_eq(ei_decode_ref(x.buff, &index, &ref_out), 0);
-    cr_assert_eq(ref_out.n[0], ref.n[0]);
-    cr_assert_eq(index, x.index, "bytes after the control tuple");
+    cr_assert_eq(ei_x_encode_tuple_header(&x, 2), 0);
+    cr_assert_eq(ei_x_encode_pid(&x, &pid), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "false"), 0);
+    cr_assert_eq(dist_probe_reply_parse(x.buff, (size_t)x.index, &out, &result), -EBADMSG);
     ei_x_free(&x);
-}
 
-Test(dist_frame, monitor_control_encode)
-{
-    check_monitor_control(DIST_OP_MONITOR_P);
-    check_monitor_control(DIST_OP_DEMONITOR_P);
-}
-
-Test(dist_frame, monitor_control_encode_other_op)
-{
-    erlang_pid pid = make_pid("daemon@host", 0);
-    erlang_ref ref = make_ref("daemon@host", 8);
-    ei_x_buff x;
-
+    /* A list, and a reply followed by another term. */
     cr_assert_eq(ei_x_new_with_version(&x), 0);
-    int before = x.index;
-    cr_assert_eq(dist_monitor_control_encode(&x, DIST_OP_LINK, &pid, &pid, &ref), -EINVAL);
-    cr_assert_eq(x.index, before, "bytes appended on failure");
+    cr_assert_eq(ei_x_encode_list_header(&x, 1), 0);
+    cr_assert_eq(ei_x_encode_ref(&x, &ref), 0);
+    cr_assert_eq(ei_x_encode_empty_list(&x), 0);
+    cr_assert_eq(dist_probe_reply_parse(x.buff, (size_t)x.index, &out, &result), -EBADMSG);
     ei_x_free(&x);
-}
-
-/* ---- dist_challenge_add_flags ---- */
-
-/* A challenge as ei writes it: 2-byte length, 'N', flags, challenge, creation, name. */
-static size_t build_challenge(char *out, uint64_t flags, const char *name)
-{
-    size_t name_len = strlen(name);
-    size_t len = 21 + name_len;
-
-    out[0] = (char)((len - 2) >> 8);
-    out[1] = (char)(len - 2);
-    out[2] = 'N';
-    for (int i = 0; i < 8; i++) {
-        out[3 + i] = (char)(flags >> (56 - 8 * i));
-    }
-    put_be32(out + 11, 0x01020304);
-    put_be32(out + 15, 0x00e10000);
-    out[19] = (char)(name_len >> 8);
-    out[20] = (char)name_len;
-    memcpy(out + 21, name, name_len);
-    return len;
-}
-
-Test(dist_frame, challenge_add_flags)
-{
-    char packet[64];
-    char expected[64];
-    size_t len = build_challenge(packet, 0x0000000407074f9cull, "daemon@host");
-
-    build_challenge(expected, 0x0000000407074f9cull | DIST_DFLAG_DIST_MONITOR_NAME,
-                    "daemon@host");
-    cr_assert_eq(dist_challenge_add_flags(packet, len, DIST_DFLAG_DIST_MONITOR_NAME), 0);
-    cr_assert_eq(memcmp(packet, expected, len), 0, "only the flag bit changes");
-    /* A flag already set stays set, and a high flag lands in the first byte. */
-    cr_assert_eq(dist_challenge_add_flags(packet, len, 1ull << 63), 0);
-    cr_assert_eq((uint8_t)packet[3], 0x80);
-}
-
-Test(dist_frame, challenge_add_flags_other_messages)
-{
-    char packet[64];
-    char before[64];
-    size_t len = build_challenge(packet, 0x4f9c, "daemon@host");
-
-    memcpy(before, packet, len);
-    /* A status message ("sok") and a challenge ack ('a' + digest). */
-    static const char status[] = {0, 3, 's', 'o', 'k'};
-    char copy[sizeof(status)];
-    memcpy(copy, status, sizeof(status));
-    cr_assert_eq(dist_challenge_add_flags(copy, sizeof(copy), DIST_DFLAG_DIST_MONITOR_NAME),
-                 -EINVAL);
-    cr_assert_eq(memcmp(copy, status, sizeof(status)), 0);
-    packet[2] = 'a';
-    cr_assert_eq(dist_challenge_add_flags(packet, len, DIST_DFLAG_DIST_MONITOR_NAME), -EINVAL);
-    packet[2] = 'N';
-    /* The length field or the name length disagrees with the size. */
-    for (size_t cut = 0; cut < len; cut++) {
-        cr_assert_eq(dist_challenge_add_flags(packet, cut, DIST_DFLAG_DIST_MONITOR_NAME),
-                     -EINVAL, "cut to %zu", cut);
-    }
-    packet[20]++;
-    cr_assert_eq(dist_challenge_add_flags(packet, len, DIST_DFLAG_DIST_MONITOR_NAME), -EINVAL);
-    packet[20]--;
-    cr_assert_eq(memcmp(packet, before, len), 0, "packet changed on failure");
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&x, 2), 0);
+    cr_assert_eq(ei_x_encode_ref(&x, &ref), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "false"), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "extra"), 0);
+    cr_assert_eq(dist_probe_reply_parse(x.buff, (size_t)x.index, &out, &result), -EBADMSG);
+    ei_x_free(&x);
 }
 
 /* ---- dist_call_parse ---- */
