@@ -368,7 +368,8 @@ static void handle_send(Dist *d, DistConn *conn, const DistMessage *m)
                   m->payload_len, dist_conn_node(conn));
         return;
     }
-    log_debug("Received a probe reply from node %s: %s", dist_conn_node(conn),
+    log_debug("Received a probe reply from node %s (operation %ld): %s", dist_conn_node(conn),
+              m->op,
               result == DIST_PROBE_ALIVE    ? "alive"
               : result == DIST_PROBE_EXITED ? "exited"
                                             : "unknown");
