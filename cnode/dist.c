@@ -356,7 +356,7 @@ static bool pid_equal(const erlang_pid *a, const erlang_pid *b)
            strcmp(a->node, b->node) == 0;
 }
 
-/* A send to this node's pid: rex's reply to a liveness probe, or a message nobody reads. */
+/* A send to this node's pid: rex's reply to a liveness probe, or another message, dropped. */
 static void handle_send(Dist *d, DistConn *conn, const DistMessage *m)
 {
     erlang_ref ref;
@@ -364,7 +364,7 @@ static void handle_send(Dist *d, DistConn *conn, const DistMessage *m)
 
     if (!pid_equal(&m->to, ei_self(&d->ec)) ||
         dist_probe_reply_parse(m->payload, m->payload_len, &ref, &result) < 0) {
-        log_debug("Ignored a %zu-byte message from node %s that is no probe reply",
+        log_debug("Dropped a %zu-byte message from node %s that is not a probe reply",
                   m->payload_len, dist_conn_node(conn));
         return;
     }

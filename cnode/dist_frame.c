@@ -270,12 +270,6 @@ static int decode_ref_checked(const char *buf, int *index, int end, erlang_ref *
     return 0;
 }
 
-/* Skip the term at *index, which must end within `end`. */
-static int skip_checked(const char *buf, int *index, int end)
-{
-    return dist_term_skip(buf, (size_t)end, index);
-}
-
 /*
  * The rest of {2, Unused, ToPid}, {12, Unused, ToPid, TraceToken}, {22, FromPid, ToPid} or
  * {23, FromPid, ToPid, TraceToken} from `index` on, which must fill the control term.
@@ -293,13 +287,13 @@ static int send_parse(const char *body, int index, int end, int arity, DistMessa
             return -EBADMSG;
         }
         m->has_from = true;
-    } else if (skip_checked(body, &index, end) < 0) {
+    } else if (dist_term_skip(body, (size_t)end, &index) < 0) {
         return -EBADMSG;
     }
     if (decode_pid_checked(body, &index, end, &m->to) < 0) {
         return -EBADMSG;
     }
-    if (traced && skip_checked(body, &index, end) < 0) {
+    if (traced && dist_term_skip(body, (size_t)end, &index) < 0) {
         return -EBADMSG;
     }
     return index == end ? 0 : -EBADMSG;
@@ -524,10 +518,10 @@ int dist_probe_reply_parse(const char *payload, size_t len, erlang_ref *ref,
         decode_ref_checked(payload, &index, end, &value) < 0) {
         return -EBADMSG;
     }
-    /* The tuple was walked whole, so the reply term ends at `end`. */
+    /* term_start() walked the whole tuple, so one more term ends exactly at `end`. */
     DistProbeResult r = DIST_PROBE_UNKNOWN;
     int atom_end = index;
-    if (skip_checked(payload, &atom_end, end) == 0 && atom_end == end &&
+    if (dist_term_skip(payload, (size_t)end, &atom_end) == 0 && atom_end == end &&
         ei_decode_atom(payload, &index, atom) == 0) {
         r = strcmp(atom, "true") == 0    ? DIST_PROBE_ALIVE
             : strcmp(atom, "false") == 0 ? DIST_PROBE_EXITED

@@ -512,7 +512,7 @@ static int stream_probe(PoolJob *job)
     return 0;
 }
 
-/* A failed probe changes nothing: a node that is gone cancels the stream through node-down. */
+/* A failed probe changes nothing, because a node that is gone cancels its streams itself. */
 static void probe_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)stream_probe(w->data);
@@ -1193,7 +1193,7 @@ bool worker_pool_probe_reply(WorkerPool *pool, const erlang_ref *ref, DistProbeR
         return false;
     }
     if (result != DIST_PROBE_EXITED) {
-        /* An answer other than false, such as {badrpc, _}, proves nothing: probing goes on. */
+        /* A reply other than false, such as {badrpc, _}, proves nothing, so probing goes on. */
         log_debug("Pool '%s': the caller of stream %llu is %s", pool->config.name,
                   (unsigned long long)found->id,
                   result == DIST_PROBE_ALIVE ? "alive" : "of unknown state (rex replied no boolean)");
