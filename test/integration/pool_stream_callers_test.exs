@@ -30,6 +30,27 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
 
   defp probe_replies(daemon), do: length(Obs.log_lines(daemon, ~r/Received a probe reply/))
 
+  # Open a short stream while tracing what this node's rex receives, and return the daemon's pid
+  # from the first probe, which must be rex's {call, M, F, A, GroupLeader} request.
+  defp probe_request(node) do
+    rex = Process.whereis(:rex)
+    :erlang.trace(rex, true, [:receive])
+    assert {:ok, _, {:done, 1}} = Pool.stream(node, "python.pool_fixtures.count", [1])
+    me = self()
+
+    receive do
+      {:trace, ^rex, :receive, {:"$gen_call", {from, tag}, request}} when node(from) == node ->
+        :erlang.trace(rex, false, [:receive])
+        assert is_reference(tag)
+        assert request == {:call, :erlang, :is_process_alive, [me], :user}
+        from
+    after
+      2000 ->
+        :erlang.trace(rex, false, [:receive])
+        flunk("rex received no probe from the daemon")
+    end
+  end
+
   # Once no stream is open: every probe got its reply, and no probe goes out for 1.5 s, longer
   # than the probe interval.
   defp assert_probes_stopped(daemon) do
@@ -158,9 +179,16 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
     assert next_call_ms(node) < 1000
   end
 
+  test "probe is a call of rex", %{node: node} do
+    daemon_pid = probe_request(node)
+    assert node(daemon_pid) == node
+  end
+
   test "plain calls send no monitor messages", %{daemon: daemon, node: node} do
-    ignored = ~r/Ignored a control message with operation/
-    before = length(Obs.log_lines(daemon, ignored))
+    ignored = fn -> length(Obs.log_lines(daemon, ~r/Ignored a control message with operation/)) end
+    daemon_pid = probe_request(node)
+    assert_probes_stopped(daemon)
+    before = ignored.()
     sent = probes_sent(daemon)
 
     for _ <- 1..200 do
@@ -169,8 +197,13 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
 
     assert Pool.fixture(node, "echo", [:alive]) == {:ok, :alive}
     # Only streams are probed, and a call's monitor of the registered name stays on this node.
-    assert length(Obs.log_lines(daemon, ignored)) == before
+    assert ignored.() == before
     assert probes_sent(daemon) == sent
+
+    # The log line does count control messages: a link to the daemon's pid sends a LINK.
+    Process.link(daemon_pid)
+    assert Pool.wait_until(fn -> ignored.() > before end, 2000)
+    Process.unlink(daemon_pid)
   end
 
   test "monitor of the registered name stays quiet", %{node: node} do
