@@ -95,8 +95,8 @@ int dist_send(Dist *dist, const erlang_pid *to, const char *message, size_t len)
  * Ask the node of the remote process `pid` whether it is alive: a call of
  * erlang:is_process_alive(Pid) through that node's rex server, tagged with `ref`. The reply
  * comes to on_probe_reply with that reference, unless the node disconnects first or rex does not
- * reply. Nothing on that node monitors or links this node's pid. Returns 0, -ENOTCONN when the
- * pid's node is not connected, or -ENOMEM.
+ * reply. Nothing on that node monitors or links this node's pid (kernel's rpc.erl in OTP 25).
+ * Returns 0, -ENOTCONN when the pid's node is not connected, or -ENOMEM.
  */
 int dist_probe(Dist *dist, const erlang_pid *pid, const erlang_ref *ref);
 

@@ -1196,7 +1196,7 @@ bool worker_pool_probe_reply(WorkerPool *pool, const erlang_ref *ref, DistProbeR
         /* A reply other than false, such as {badrpc, _}, proves nothing, so probing goes on. */
         log_debug("Pool '%s': the caller of stream %llu is %s", pool->config.name,
                   (unsigned long long)found->id,
-                  result == DIST_PROBE_ALIVE ? "alive" : "of unknown state (rex replied no boolean)");
+                  result == DIST_PROBE_ALIVE ? "alive" : "in an unknown state (no boolean reply)");
         return true;
     }
     job_cancel(found, "its caller exited");

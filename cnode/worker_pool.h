@@ -162,8 +162,8 @@ void worker_pool_cancel_node(WorkerPool *pool, const char *node);
 
 /*
  * Take rex's reply to the liveness probe tagged `ref` (borrowed): when the reply is false (the
- * caller exited), cancel its open stream in the same way. Returns whether this pool has an open stream with that
- * tag.
+ * caller exited), cancel its open stream in the same way. Returns whether this pool has an open
+ * stream with that tag.
  */
 bool worker_pool_probe_reply(WorkerPool *pool, const erlang_ref *ref, DistProbeResult result);
 

@@ -775,9 +775,9 @@ Test(dist_frame, message_unsupported_ops)
     erlang_pid b = make_pid("b@host", 2);
     erlang_ref ref = make_ref("a@host", 3);
     /* 21 and 28 are MONITOR_P_EXIT and PAYLOAD_MONITOR_P_EXIT. */
-    static const long ops[] = {DIST_OP_LINK,        DIST_OP_EXIT, DIST_OP_UNLINK, DIST_OP_MONITOR_P,
-                               DIST_OP_DEMONITOR_P, 21,           28,             DIST_OP_ALIAS_SEND,
-                               99};
+    static const long ops[] = {DIST_OP_LINK,      DIST_OP_EXIT,        DIST_OP_UNLINK,
+                               DIST_OP_MONITOR_P, DIST_OP_DEMONITOR_P, 21,
+                               28,                DIST_OP_ALIAS_SEND,  99};
 
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
         ei_x_buff control;
