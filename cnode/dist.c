@@ -224,6 +224,32 @@ out:
     return r;
 }
 
+int dist_probe(Dist *d, const erlang_pid *pid, const erlang_ref *ref)
+{
+    DistConn *conn = d ? find_conn_by_node(d, pid->node) : NULL;
+    ei_x_buff control;
+    ei_x_buff message;
+    int r = -ENOMEM;
+
+    if (!conn) {
+        return -ENOTCONN;
+    }
+    if (ei_x_new_with_version(&control) < 0) {
+        return -ENOMEM;
+    }
+    if (ei_x_new_with_version(&message) < 0) {
+        ei_x_free(&control);
+        return -ENOMEM;
+    }
+    if (dist_probe_encode(&control, &message, ei_self(&d->ec), ref, pid) == 0) {
+        r = dist_conn_send(conn, control.buff, (size_t)control.index, message.buff,
+                           (size_t)message.index);
+    }
+    ei_x_free(&message);
+    ei_x_free(&control);
+    return r;
+}
+
 /* ---- Receiving ---- */
 
 static DistCaller *caller_new(DistConn *conn, const DistCall *call)
@@ -324,6 +350,34 @@ static void handle_reg_send(Dist *d, DistConn *conn, const DistMessage *m)
     d->handlers.on_call(d->userdata, caller, call.request, call.request_len);
 }
 
+static bool pid_equal(const erlang_pid *a, const erlang_pid *b)
+{
+    return a->num == b->num && a->serial == b->serial && a->creation == b->creation &&
+           strcmp(a->node, b->node) == 0;
+}
+
+/* A send to this node's pid: rex's reply to a liveness probe, or another message, dropped. */
+static void handle_send(Dist *d, DistConn *conn, const DistMessage *m)
+{
+    erlang_ref ref;
+    DistProbeResult result;
+
+    if (!pid_equal(&m->to, ei_self(&d->ec)) ||
+        dist_probe_reply_parse(m->payload, m->payload_len, &ref, &result) < 0) {
+        log_debug("Dropped a %zu-byte message from node %s that is not a probe reply",
+                  m->payload_len, dist_conn_node(conn));
+        return;
+    }
+    log_debug("Received a probe reply from node %s (operation %ld): %s", dist_conn_node(conn),
+              m->op,
+              result == DIST_PROBE_ALIVE    ? "alive"
+              : result == DIST_PROBE_EXITED ? "exited"
+                                            : "unknown");
+    if (d->handlers.on_probe_reply) {
+        d->handlers.on_probe_reply(d->userdata, &ref, result);
+    }
+}
+
 static void on_conn_message(void *userdata, DistConn *conn, const char *body, size_t len)
 {
     Dist *d = userdata;
@@ -331,7 +385,12 @@ static void on_conn_message(void *userdata, DistConn *conn, const char *body, si
     int r = dist_message_parse(body, len, &m);
 
     if (r == -ENOTSUP) {
-        /* Links, monitors and sends to pids: this node has no processes that use them. */
+        /* Links and monitors: this node has no processes that use them. */
+        long op;
+        if (log_get_max_level() >= LOG_DEBUG && dist_message_op(body, len, &op) == 0) {
+            log_debug("Ignored a control message with operation %ld from node %s", op,
+                      dist_conn_node(conn));
+        }
         return;
     }
     if (r < 0) {
@@ -341,6 +400,8 @@ static void on_conn_message(void *userdata, DistConn *conn, const char *body, si
     }
     if (m.op == DIST_OP_REG_SEND || m.op == DIST_OP_REG_SEND_TT) {
         handle_reg_send(d, conn, &m);
+    } else {
+        handle_send(d, conn, &m);
     }
 }
 

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dist_frame.h"
+
 #define DIST_MAX_MESSAGE_BYTES_DEFAULT (64u * 1024 * 1024)
 #define DIST_MAX_CONNECTIONS_DEFAULT 1024u
 #define DIST_MAX_OUTPUT_BYTES_DEFAULT (256u * 1024 * 1024)
@@ -54,6 +56,8 @@ typedef struct {
     /* The first connection from `node` came up, or the last one went down. */
     void (*on_node_up)(void *userdata, const char *node);
     void (*on_node_down)(void *userdata, const char *node);
+    /* rex replied to the liveness probe that dist_probe() sent with `ref` (borrowed). */
+    void (*on_probe_reply)(void *userdata, const erlang_ref *ref, DistProbeResult result);
 } DistHandlers;
 
 /*
@@ -86,6 +90,15 @@ void dist_caller_free(DistCaller *caller);
 
 /* Send a message term (no version byte) to a remote pid. Returns 0 or -ENOTCONN. */
 int dist_send(Dist *dist, const erlang_pid *to, const char *message, size_t len);
+
+/*
+ * Ask the node of the remote process `pid` whether it is alive: a call of
+ * erlang:is_process_alive(Pid) through that node's rex server, tagged with `ref`. The reply
+ * comes to on_probe_reply with that reference, unless the node disconnects first or rex does not
+ * reply. Nothing on that node monitors or links this node's pid (kernel's rpc.erl in OTP 25).
+ * Returns 0, -ENOTCONN when the pid's node is not connected, or -ENOMEM.
+ */
+int dist_probe(Dist *dist, const erlang_pid *pid, const erlang_ref *ref);
 
 /* Bytes queued for `node` and not yet written to its socket (0 when it is not connected). */
 size_t dist_pending_bytes(const Dist *dist, const char *node);

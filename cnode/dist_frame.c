@@ -258,6 +258,47 @@ static int decode_pid_checked(const char *buf, int *index, int end, erlang_pid *
     return 0;
 }
 
+static int decode_ref_checked(const char *buf, int *index, int end, erlang_ref *ref)
+{
+    int i = *index;
+    int e = i;
+
+    if (dist_term_skip(buf, (size_t)end, &e) < 0 || ei_decode_ref(buf, &i, ref) < 0 || i != e) {
+        return -EBADMSG;
+    }
+    *index = i;
+    return 0;
+}
+
+/*
+ * The rest of {2, Unused, ToPid}, {12, Unused, ToPid, TraceToken}, {22, FromPid, ToPid} or
+ * {23, FromPid, ToPid, TraceToken} from `index` on, which must fill the control term.
+ */
+static int send_parse(const char *body, int index, int end, int arity, DistMessage *m)
+{
+    bool traced = m->op == DIST_OP_SEND_TT || m->op == DIST_OP_SEND_SENDER_TT;
+    bool has_sender = m->op == DIST_OP_SEND_SENDER || m->op == DIST_OP_SEND_SENDER_TT;
+
+    if (arity != (traced ? 4 : 3)) {
+        return -EBADMSG;
+    }
+    if (has_sender) {
+        if (decode_pid_checked(body, &index, end, &m->from) < 0) {
+            return -EBADMSG;
+        }
+        m->has_from = true;
+    } else if (dist_term_skip(body, (size_t)end, &index) < 0) {
+        return -EBADMSG;
+    }
+    if (decode_pid_checked(body, &index, end, &m->to) < 0) {
+        return -EBADMSG;
+    }
+    if (traced && dist_term_skip(body, (size_t)end, &index) < 0) {
+        return -EBADMSG;
+    }
+    return index == end ? 0 : -EBADMSG;
+}
+
 static int message_parse(const char *body, size_t len, bool whole, DistMessage *out)
 {
     int index = 1;
@@ -281,7 +322,11 @@ static int message_parse(const char *body, size_t len, bool whole, DistMessage *
     switch (op) {
     case DIST_OP_SEND:
     case DIST_OP_SEND_TT:
-        /* {2, Unused, ToPid} or {12, Unused, ToPid, TraceToken}: to one of our pids. */
+    case DIST_OP_SEND_SENDER:
+    case DIST_OP_SEND_SENDER_TT:
+        if (send_parse(body, index, end, arity, &m) < 0) {
+            return -EBADMSG;
+        }
         break;
     case DIST_OP_REG_SEND:
     case DIST_OP_REG_SEND_TT: {
@@ -323,6 +368,22 @@ static int message_parse(const char *body, size_t len, bool whole, DistMessage *
 int dist_message_parse(const char *body, size_t len, DistMessage *out)
 {
     return message_parse(body, len, true, out);
+}
+
+int dist_message_op(const char *body, size_t len, long *op)
+{
+    int index = 1;
+    int end;
+    int arity;
+    long value;
+
+    if (len < 1 || body[0] != DIST_PASS_THROUGH || term_start(body, len, &index, &end) < 0 ||
+        ei_decode_tuple_header(body, &index, &arity) < 0 || arity < 1 ||
+        ei_decode_long(body, &index, &value) < 0) {
+        return -EBADMSG;
+    }
+    *op = value;
+    return 0;
 }
 
 int dist_message_head_parse(const char *body, size_t len, DistMessage *out)
@@ -419,4 +480,54 @@ int dist_call_parse(const char *payload, size_t len, DistCall *out)
 int dist_call_head_parse(const char *payload, size_t len, DistCall *out)
 {
     return call_parse(payload, len, false, out);
+}
+
+int dist_probe_encode(ei_x_buff *control, ei_x_buff *message, const erlang_pid *self,
+                      const erlang_ref *ref, const erlang_pid *pid)
+{
+    if (ei_x_encode_tuple_header(control, 4) < 0 ||
+        ei_x_encode_long(control, DIST_OP_REG_SEND) < 0 || ei_x_encode_pid(control, self) < 0 ||
+        ei_x_encode_atom(control, "") < 0 || ei_x_encode_atom(control, "rex") < 0) {
+        return -ENOMEM;
+    }
+    if (ei_x_encode_tuple_header(message, 3) < 0 ||
+        ei_x_encode_atom(message, "$gen_call") < 0 ||
+        ei_x_encode_tuple_header(message, 2) < 0 || ei_x_encode_pid(message, self) < 0 ||
+        ei_x_encode_ref(message, ref) < 0 || ei_x_encode_tuple_header(message, 5) < 0 ||
+        ei_x_encode_atom(message, "call") < 0 || ei_x_encode_atom(message, "erlang") < 0 ||
+        ei_x_encode_atom(message, "is_process_alive") < 0 ||
+        ei_x_encode_list_header(message, 1) < 0 || ei_x_encode_pid(message, pid) < 0 ||
+        ei_x_encode_empty_list(message) < 0 || ei_x_encode_atom(message, "user") < 0) {
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int dist_probe_reply_parse(const char *payload, size_t len, erlang_ref *ref,
+                           DistProbeResult *result)
+{
+    int index = 0;
+    int end;
+    int arity;
+    erlang_ref value;
+    char atom[MAXATOMLEN_UTF8];
+
+    if (term_start(payload, len, &index, &end) < 0 || (size_t)end != len ||
+        (uint8_t)payload[index] != ERL_SMALL_TUPLE_EXT ||
+        ei_decode_tuple_header(payload, &index, &arity) < 0 || arity != 2 ||
+        decode_ref_checked(payload, &index, end, &value) < 0) {
+        return -EBADMSG;
+    }
+    /* term_start() walked the whole tuple, so one more term ends exactly at `end`. */
+    DistProbeResult r = DIST_PROBE_UNKNOWN;
+    int atom_end = index;
+    if (dist_term_skip(payload, (size_t)end, &atom_end) == 0 && atom_end == end &&
+        ei_decode_atom(payload, &index, atom) == 0) {
+        r = strcmp(atom, "true") == 0    ? DIST_PROBE_ALIVE
+            : strcmp(atom, "false") == 0 ? DIST_PROBE_EXITED
+                                         : DIST_PROBE_UNKNOWN;
+    }
+    *ref = value;
+    *result = r;
+    return 0;
 }

@@ -67,11 +67,25 @@ static void on_node_down(void *userdata, const char *node)
     }
 }
 
+/* rex replied to a liveness probe of a stream's caller. */
+static void on_probe_reply(void *userdata, const erlang_ref *ref, DistProbeResult result)
+{
+    Daemon *d = userdata;
+
+    for (size_t i = 0; i < d->pool_count; i++) {
+        if (worker_pool_probe_reply(d->pools[i], ref, result)) {
+            return;
+        }
+    }
+    log_debug("Ignored a probe reply for a stream that has ended");
+}
+
 static const DistHandlers dist_handlers = {
     .on_call = on_call,
     .on_cast = on_cast,
     .on_node_up = on_node_up,
     .on_node_down = on_node_down,
+    .on_probe_reply = on_probe_reply,
 };
 
 void daemon_announce_ready(Daemon *d)
@@ -280,6 +294,13 @@ static void pool_make_ref(void *userdata, erlang_ref *out)
     dist_make_ref(d->dist, out);
 }
 
+static int pool_probe(void *userdata, const erlang_pid *pid, const erlang_ref *ref)
+{
+    Daemon *d = userdata;
+
+    return dist_probe(d->dist, pid, ref);
+}
+
 static void pool_ready(void *userdata, WorkerPool *pool)
 {
     daemon_announce_ready(userdata);
@@ -310,6 +331,7 @@ static const WorkerPoolHooks pool_hooks = {
     .drop = pool_drop,
     .send = pool_send,
     .make_ref = pool_make_ref,
+    .probe = pool_probe,
     .pending_bytes = pool_pending_bytes,
     .on_ready = pool_ready,
     .on_session_bound = pool_session_bound,

@@ -124,14 +124,11 @@ static int add_correlation_id(ei_x_buff *x, const char *term, size_t len, const 
     return ei_x_append_buf(x, term, (int)len);
 }
 
-static void job_emit_done(PoolJob *job, const char *term, size_t len)
+/* Report the end of a call: `status` is "ok", an error kind, or "cancelled". */
+static void job_emit_status(PoolJob *job, const char *status, const char *error_type)
 {
     WorkerPool *pool = job->pool;
     ev_tstamp now = ev_now(pool->loop);
-    char kind[MAXATOMLEN_UTF8];
-    char error_type[256];
-
-    reply_status(term, len, kind, sizeof(kind), error_type, sizeof(error_type));
     PoolEvent event = {
         .type = POOL_EVENT_CALL_DONE,
         .pool = pool->config.name,
@@ -141,10 +138,19 @@ static void job_emit_done(PoolJob *job, const char *term, size_t len)
         .command = job->command,
         .duration_s = now - job->submitted,
         .queue_s = (job->started > 0 ? job->started : now) - job->submitted,
-        .status = kind,
-        .error_type = error_type[0] ? error_type : NULL,
+        .status = status,
+        .error_type = error_type,
     };
     worker_pool_emit(pool, &event);
+}
+
+static void job_emit_done(PoolJob *job, const char *term, size_t len)
+{
+    char kind[MAXATOMLEN_UTF8];
+    char error_type[256];
+
+    reply_status(term, len, kind, sizeof(kind), error_type, sizeof(error_type));
+    job_emit_status(job, kind, error_type[0] ? error_type : NULL);
 }
 
 /* ---- Replies ---- */
@@ -160,6 +166,13 @@ static int stream_message(const PoolJob *job, ei_x_buff *x, const char *inner, s
 }
 
 static void job_deliver(PoolJob *job, const char *term, size_t len);
+
+/* Send the stream's caller nothing more, and stop probing it. A late probe reply is ignored. */
+static void stream_close(PoolJob *job)
+{
+    ev_timer_stop(job->pool->loop, &job->probe_timer);
+    job->stream_pid.node[0] = '\0';
+}
 
 /*
  * Deliver `term` (no version byte) as the call's reply or its stream's last message, with the
@@ -199,7 +212,7 @@ static void job_deliver(PoolJob *job, const char *term, size_t len)
             }
             ei_x_free(&x);
         }
-        job->stream_pid.node[0] = '\0';
+        stream_close(job);
     }
 }
 
@@ -265,7 +278,11 @@ static void job_free(PoolJob *job)
     if (job->caller) {
         job->pool->hooks.drop(job->pool->userdata, job->caller);
     }
+    if (job->stream && job->stream_pid.node[0]) {
+        stream_close(job);
+    }
     ev_timer_stop(job->pool->loop, &job->timer);
+    ev_timer_stop(job->pool->loop, &job->probe_timer);
     free(job->payload);
     free(job->session_id);
     free(job);
@@ -275,10 +292,39 @@ static void worker_kill_grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     PoolJob *job = w->data;
 
-    if (job->worker) {
-        job->worker->crash_reason = "timeout";
-        worker_process_kill(job->worker, SIGKILL, "it did not stop after its call timed out");
+    if (!job->worker) {
+        return;
     }
+    if (job->cancelled) {
+        worker_process_kill(job->worker, SIGKILL,
+                            "it did not stop after its call was cancelled (the caller is gone)");
+        return;
+    }
+    job->worker->crash_reason = "timeout";
+    worker_process_kill(job->worker, SIGKILL, "it did not stop after its call timed out");
+}
+
+/*
+ * Interrupt the running call with SIGINT (Python raises KeyboardInterrupt in it) and kill the
+ * worker if it has not replied within the kill grace. The reply, if it comes, goes nowhere.
+ */
+static void job_interrupt(PoolJob *job)
+{
+    WorkerPool *pool = job->pool;
+    Worker *worker = job->worker;
+
+    if (worker->pidfd >= 0) {
+        syscall(SYS_pidfd_send_signal, worker->pidfd, SIGINT, NULL, 0);
+    }
+    ev_timer_stop(pool->loop, &job->timer);
+    ev_set_cb(&job->timer, worker_kill_grace_cb);
+    ev_timer_set(&job->timer, pool->config.kill_grace_ms / 1000.0, 0.);
+    ev_timer_start(pool->loop, &job->timer);
+}
+
+static bool job_interrupted(PoolJob *job)
+{
+    return ev_cb(&job->timer) == worker_kill_grace_cb;
 }
 
 static void job_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -314,12 +360,35 @@ static void job_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     log_warning("Pool '%s': call %llu timed out after %u ms, interrupting worker %u (pid %d)",
                 pool->config.name, (unsigned long long)job->id, job->timeout_ms, worker->id,
                 (int)worker->pid);
-    if (worker->pidfd >= 0) {
-        syscall(SYS_pidfd_send_signal, worker->pidfd, SIGINT, NULL, 0);
+    job_interrupt(job);
+}
+
+/*
+ * End a call whose caller is gone, sending it nothing: a queued call is freed at once, and a
+ * running one is interrupted as at its deadline. `cause` completes the log line.
+ */
+static void job_cancel(PoolJob *job, const char *cause)
+{
+    WorkerPool *pool = job->pool;
+
+    log_info("Pool '%s': cancelled %s %llu (%s, correlation_id %s) because %s", pool->config.name,
+             job->stream ? "stream" : "call", (unsigned long long)job->id, job->command,
+             job->correlation_id, cause);
+    job_emit_status(job, "cancelled", NULL);
+    if (job->caller) {
+        pool->hooks.drop(pool->userdata, job->caller);
+        job->caller = NULL;
     }
-    ev_set_cb(w, worker_kill_grace_cb);
-    ev_timer_set(w, pool->config.kill_grace_ms / 1000.0, 0.);
-    ev_timer_start(loop, w);
+    stream_close(job);
+    job->cancelled = true;
+    if (job->worker) {
+        job_interrupt(job);
+        return;
+    }
+    if (job->prev || pool->queue_head == job) {
+        queue_remove(pool, job);
+    }
+    job_free(job);
 }
 
 static void job_start(WorkerPool *pool, Worker *worker, PoolJob *job)
@@ -426,15 +495,41 @@ static void fail_jobs_held_for(WorkerPool *pool, uint32_t worker_id, const char 
     }
 }
 
-/* Reply {ok, Ref} to a stream's caller and keep where the stream goes. */
+/* Ask the caller's node whether the stream's caller is alive. */
+static int stream_probe(PoolJob *job)
+{
+    WorkerPool *pool = job->pool;
+    int r = pool->hooks.probe(pool->userdata, &job->stream_pid, &job->probe_ref);
+
+    if (r < 0) {
+        log_debug_errno(r, "Pool '%s': probe of the caller of stream %llu failed",
+                        pool->config.name, (unsigned long long)job->id);
+        return r;
+    }
+    job->probes_sent++;
+    log_debug("Pool '%s': sent probe %u of the caller of stream %llu", pool->config.name,
+              job->probes_sent, (unsigned long long)job->id);
+    return 0;
+}
+
+/* A failed probe changes nothing, because a node that is gone cancels its streams itself. */
+static void probe_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)stream_probe(w->data);
+}
+
+/*
+ * Reply {ok, Ref} to a stream's caller, keep where the stream goes, and probe the caller now and
+ * then every WORKER_POOL_PROBE_INTERVAL_S while the stream is open, so that its exit cancels the
+ * stream. Returns 0, or -ENOTCONN when the caller's node is gone.
+ */
 static int stream_open(WorkerPool *pool, PoolJob *job)
 {
     ei_x_buff x;
 
     job->stream_pid = job->caller->pid;
-    /* TODO: a caller that exits mid-stream keeps the worker busy until the call's deadline:
-     * the daemon does not monitor stream callers. */
     pool->hooks.make_ref(pool->userdata, &job->stream_ref);
+    pool->hooks.make_ref(pool->userdata, &job->probe_ref);
     if (ei_x_new(&x) < 0) {
         return -ENOMEM;
     }
@@ -444,6 +539,12 @@ static int stream_open(WorkerPool *pool, PoolJob *job)
     pool->hooks.reply(pool->userdata, job->caller, x.buff, (size_t)x.index);
     job->caller = NULL;
     ei_x_free(&x);
+    /* The first probe goes out with the reply, so a caller dead on arrival is found at once. */
+    if (stream_probe(job) == -ENOTCONN) {
+        return -ENOTCONN;
+    }
+    job->probe_timer.repeat = WORKER_POOL_PROBE_INTERVAL_S;
+    ev_timer_again(pool->loop, &job->probe_timer);
     return 0;
 }
 
@@ -501,6 +602,8 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
     }
     ev_init(&job->timer, job_timer_cb);
     job->timer.data = job;
+    ev_init(&job->probe_timer, probe_timer_cb);
+    job->probe_timer.data = job;
 
     if (pool->draining) {
         job_answer_error(job, ERROR_SHUTTING_DOWN, "pool '%s' is shutting down",
@@ -528,7 +631,11 @@ void worker_pool_submit(WorkerPool *pool, PoolCallRequest *request)
         return;
     }
     if (job->stream) {
-        stream_open(pool, job);
+        int r = stream_open(pool, job);
+        if (r == -ENOTCONN) {
+            job_cancel(job, "the node of its caller disconnected before the stream opened");
+            return;
+        }
     }
     if (worker) {
         job_start(pool, worker, job);
@@ -603,12 +710,15 @@ static void on_reply(WorkerPool *pool, Worker *w, uint64_t id, const char *term,
                     pool->config.name, w->id, (int)w->pid, (unsigned long long)id);
         return;
     }
-    if (job->stream) {
-        stream_finish(job, term, len);
-    } else if (!job_answered(job)) {
-        job_answer(job, term, len);
+    /* A call that timed out or was cancelled has had its end: its late reply goes nowhere. */
+    if (!job_answered(job)) {
+        if (job->stream) {
+            stream_finish(job, term, len);
+        } else {
+            job_answer(job, term, len);
+        }
     }
-    bool timed_out = ev_cb(&job->timer) == worker_kill_grace_cb;
+    bool timed_out = job_interrupted(job);
     w->job = NULL;
     job->worker = NULL;
     job_free(job);
@@ -629,12 +739,11 @@ static void on_reply(WorkerPool *pool, Worker *w, uint64_t id, const char *term,
     pool_dispatch(pool);
 }
 
-static void stream_abort(PoolJob *job, Worker *w)
+/* Stop a stream whose caller got its last message, or cannot get more. */
+static void stream_abort(PoolJob *job)
 {
-    job->stream_pid.node[0] = '\0';
-    if (w->pidfd >= 0) {
-        syscall(SYS_pidfd_send_signal, w->pidfd, SIGINT, NULL, 0);
-    }
+    stream_close(job);
+    job_interrupt(job);
 }
 
 static void on_chunk(WorkerPool *pool, Worker *w, uint64_t id, const char *term, size_t len)
@@ -652,7 +761,7 @@ static void on_chunk(WorkerPool *pool, Worker *w, uint64_t id, const char *term,
                          "the stream's caller is not keeping up: %zu bytes are waiting for its "
                          "node (the limit is %u)",
                          pending, WORKER_POOL_STREAM_MAX_PENDING_BYTES);
-        stream_abort(job, w);
+        stream_abort(job);
         return;
     }
     if (ei_x_new(&x) < 0) {
@@ -667,8 +776,10 @@ static void on_chunk(WorkerPool *pool, Worker *w, uint64_t id, const char *term,
     int r = pool->hooks.send(pool->userdata, &job->stream_pid, x.buff, (size_t)x.index);
     ei_x_free(&x);
     if (r < 0) {
-        /* The caller is gone or not reading: stop the generator. */
-        stream_abort(job, w);
+        /* Closing the connection may have cancelled the stream already, with the node. */
+        if (!job_answered(job)) {
+            job_cancel(job, "the chunk could not be sent to the node of its caller");
+        }
         return;
     }
     /* One chunk delivered to the connection: the worker may produce one more. */
@@ -1027,32 +1138,69 @@ int worker_pool_encode_info(const WorkerPool *pool, ei_x_buff *x)
     return ei_x_encode_boolean(x, worker_pool_ready(pool));
 }
 
+/* Whether the call's reply or stream goes to a process on `node`. */
+static bool job_is_from(const PoolJob *job, const char *node)
+{
+    const char *from = job->caller ? job->caller->node : job->stream_pid.node;
+
+    return from[0] && strcmp(from, node) == 0;
+}
+
 void worker_pool_cancel_node(WorkerPool *pool, const char *node)
 {
+    char cause[MAXNODELEN + 64];
+
+    snprintf(cause, sizeof(cause), "the node of its caller, %s, disconnected", node);
     for (PoolJob *job = pool->queue_head, *next; job; job = next) {
         next = job->next;
-        const char *from = job->caller ? job->caller->node : job->stream_pid.node;
-        if (strcmp(from, node) == 0) {
-            queue_remove(pool, job);
-            job_free(job);
+        if (job_is_from(job, node)) {
+            job_cancel(job, cause);
         }
     }
     for (Worker *w = pool->workers; w; w = w->next) {
-        PoolJob *job = w->job;
-        const char *from = job && job->caller ? job->caller->node
-                           : job              ? job->stream_pid.node
-                                              : "";
-        if (job && strcmp(from, node) == 0) {
-            if (job->caller) {
-                pool->hooks.drop(pool->userdata, job->caller);
-                job->caller = NULL;
-            }
-            job->stream_pid.node[0] = '\0';
-            if (w->pidfd >= 0) {
-                syscall(SYS_pidfd_send_signal, w->pidfd, SIGINT, NULL, 0);
-            }
+        if (w->job && job_is_from(w->job, node)) {
+            job_cancel(w->job, cause);
         }
     }
+}
+
+static bool ref_equal(const erlang_ref *a, const erlang_ref *b)
+{
+    if (a->len != b->len || a->len < 0 || (size_t)a->len > sizeof(a->n) / sizeof(a->n[0]) ||
+        a->creation != b->creation || strcmp(a->node, b->node) != 0) {
+        return false;
+    }
+    return memcmp(a->n, b->n, (size_t)a->len * sizeof(a->n[0])) == 0;
+}
+
+/* Whether `job` is an open stream whose probes carry `ref`. */
+static bool job_has_probe(const PoolJob *job, const erlang_ref *ref)
+{
+    return job && job->stream && job->stream_pid.node[0] && ref_equal(&job->probe_ref, ref);
+}
+
+bool worker_pool_probe_reply(WorkerPool *pool, const erlang_ref *ref, DistProbeResult result)
+{
+    PoolJob *found = NULL;
+
+    for (PoolJob *job = pool->queue_head; job && !found; job = job->next) {
+        found = job_has_probe(job, ref) ? job : NULL;
+    }
+    for (Worker *w = pool->workers; w && !found; w = w->next) {
+        found = job_has_probe(w->job, ref) ? w->job : NULL;
+    }
+    if (!found) {
+        return false;
+    }
+    if (result != DIST_PROBE_EXITED) {
+        /* A reply other than false, such as {badrpc, _}, proves nothing, so probing goes on. */
+        log_debug("Pool '%s': the caller of stream %llu is %s", pool->config.name,
+                  (unsigned long long)found->id,
+                  result == DIST_PROBE_ALIVE ? "alive" : "in an unknown state (no boolean reply)");
+        return true;
+    }
+    job_cancel(found, "its caller exited");
+    return true;
 }
 
 void worker_pool_drain(WorkerPool *pool)

@@ -66,6 +66,11 @@ typedef struct {
     size_t (*pending_bytes)(void *userdata, const char *node);
     /* Make a new reference of this node, for a stream's id. */
     void (*make_ref)(void *userdata, erlang_ref *out);
+    /* Ask the node of a stream's caller whether the caller is alive, tagged with `ref`
+     * (see dist_probe()): 0, or -ENOTCONN when the caller's node is gone, or -ENOMEM. The
+     * reply goes to worker_pool_probe_reply(), and a node that goes down to
+     * worker_pool_cancel_node(). */
+    int (*probe)(void *userdata, const erlang_pid *pid, const erlang_ref *ref);
     /* The pool's first worker is ready (called once per pool). */
     void (*on_ready)(void *userdata, WorkerPool *pool);
     /* A session call started on a worker the session was not bound to: record the binding. */
@@ -148,8 +153,19 @@ int worker_pool_encode_info(const WorkerPool *pool, ei_x_buff *x);
 void worker_pool_session_reply(WorkerPool *pool, uint32_t worker_id, uint64_t call_id,
                                const char *payload, size_t len);
 
-/* Cancel queued calls of callers on `node` (the node went down). */
+/*
+ * Cancel the calls and streams of callers on `node` (the node went down): queued ones are
+ * dropped, and running ones are interrupted and their workers killed after the kill grace if
+ * they do not stop. Nothing is sent to the node.
+ */
 void worker_pool_cancel_node(WorkerPool *pool, const char *node);
+
+/*
+ * Take rex's reply to the liveness probe tagged `ref` (borrowed): when the reply is false (the
+ * caller exited), cancel its open stream in the same way. Returns whether this pool has an open
+ * stream with that tag.
+ */
+bool worker_pool_probe_reply(WorkerPool *pool, const erlang_ref *ref, DistProbeResult result);
 
 /* Stop taking calls: queued calls get shutting_down; running calls go on. */
 void worker_pool_drain(WorkerPool *pool);

@@ -14,6 +14,11 @@
 #define WORKER_POOL_RESTART_BACKOFF_MAX_S 30.0
 /* Output waiting for a stream's caller past which the stream ends with overloaded. */
 #define WORKER_POOL_STREAM_MAX_PENDING_BYTES (8u * 1024 * 1024)
+/*
+ * Seconds between liveness probes of an open stream's caller, so a stream whose caller exited
+ * is cancelled within about this time plus a round trip to the caller's node.
+ */
+#define WORKER_POOL_PROBE_INTERVAL_S 1.0
 
 typedef enum {
     WORKER_FORKING,  /* FORK sent to the zygote */
@@ -34,7 +39,11 @@ typedef struct PoolJob {
     DistCaller *caller; /* NULL once replied to */
     bool stream;
     erlang_ref stream_ref;
-    erlang_pid stream_pid;
+    erlang_pid stream_pid; /* its node is "" once the stream's caller gets no more messages */
+    erlang_ref probe_ref;  /* tag of the liveness probes of stream_pid */
+    ev_timer probe_timer;  /* active while the stream is open */
+    unsigned probes_sent;
+    bool cancelled;        /* the caller went away: an interrupt is not a timeout */
     char *payload;
     size_t payload_len;
     ev_tstamp submitted;

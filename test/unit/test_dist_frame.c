@@ -614,31 +614,65 @@ Test(dist_frame, message_reg_send_tt)
     check_reg_send(DIST_OP_REG_SEND_TT);
 }
 
+static bool send_is_traced(long op)
+{
+    return op == DIST_OP_SEND_TT || op == DIST_OP_SEND_SENDER_TT;
+}
+
+static bool send_has_sender(long op)
+{
+    return op == DIST_OP_SEND_SENDER || op == DIST_OP_SEND_SENDER_TT;
+}
+
+/* {2, '', To}, {12, '', To, Token}, {22, From, To} or {23, From, To, Token}. */
+static void encode_send(ei_x_buff *x, long op, const erlang_pid *from, const erlang_pid *to)
+{
+    cr_assert_eq(ei_x_new_with_version(x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(x, send_is_traced(op) ? 4 : 3), 0);
+    cr_assert_eq(ei_x_encode_long(x, op), 0);
+    if (send_has_sender(op)) {
+        cr_assert_eq(ei_x_encode_pid(x, from), 0);
+    } else {
+        cr_assert_eq(ei_x_encode_atom(x, ""), 0);
+    }
+    cr_assert_eq(ei_x_encode_pid(x, to), 0);
+    if (send_is_traced(op)) {
+        cr_assert_eq(ei_x_encode_atom(x, "trace_token"), 0);
+    }
+}
+
+static const long send_ops[] = {DIST_OP_SEND, DIST_OP_SEND_TT, DIST_OP_SEND_SENDER,
+                                DIST_OP_SEND_SENDER_TT};
+
 static void check_send(long op)
 {
+    erlang_pid from = make_pid("caller@host", 9);
     erlang_pid to = make_pid("daemon@host", 1);
     ei_x_buff control;
     ei_x_buff payload;
     size_t len;
     DistMessage m;
 
-    cr_assert_eq(ei_x_new_with_version(&control), 0);
-    cr_assert_eq(ei_x_encode_tuple_header(&control, op == DIST_OP_SEND_TT ? 4 : 3), 0);
-    cr_assert_eq(ei_x_encode_long(&control, op), 0);
-    cr_assert_eq(ei_x_encode_atom(&control, ""), 0);
-    cr_assert_eq(ei_x_encode_pid(&control, &to), 0);
-    if (op == DIST_OP_SEND_TT) {
-        cr_assert_eq(ei_x_encode_atom(&control, "trace_token"), 0);
-    }
+    encode_send(&control, op, &from, &to);
     encode_payload(&payload);
     char *body = build_message(&control, &payload, &len);
+    char *copy = dup_exact(body, len);
 
-    cr_assert_eq(dist_message_parse(body, len, &m), 0);
+    cr_assert_eq(dist_message_parse(copy, len, &m), 0, "op %ld", op);
     cr_assert_eq(m.op, op);
-    cr_assert_not(m.has_from);
+    cr_assert_eq(m.has_from, send_has_sender(op), "op %ld", op);
+    if (send_has_sender(op)) {
+        cr_assert_str_eq(m.from.node, "caller@host");
+        cr_assert_eq(m.from.num, 9);
+    }
+    cr_assert_str_eq(m.to.node, "daemon@host");
+    cr_assert_eq(m.to.num, 1);
+    cr_assert_eq(m.to.serial, to.serial);
+    cr_assert_eq(m.to.creation, to.creation);
     cr_assert_eq(m.payload_len, (size_t)payload.index);
     cr_assert_eq(memcmp(m.payload, payload.buff, m.payload_len), 0);
 
+    free_exact(copy, len);
     free(body);
     ei_x_free(&control);
     ei_x_free(&payload);
@@ -646,8 +680,93 @@ static void check_send(long op)
 
 Test(dist_frame, message_send)
 {
-    check_send(DIST_OP_SEND);
-    check_send(DIST_OP_SEND_TT);
+    for (size_t i = 0; i < sizeof(send_ops) / sizeof(send_ops[0]); i++) {
+        check_send(send_ops[i]);
+    }
+}
+
+Test(dist_frame, message_send_every_truncated_prefix)
+{
+    erlang_pid from = make_pid("caller@host", 9);
+    erlang_pid to = make_pid("daemon@host", 1);
+
+    for (size_t i = 0; i < sizeof(send_ops) / sizeof(send_ops[0]); i++) {
+        ei_x_buff control;
+        ei_x_buff payload;
+        size_t len;
+        encode_send(&control, send_ops[i], &from, &to);
+        encode_payload(&payload);
+        char *body = build_message(&control, &payload, &len);
+        for (size_t cut = 0; cut < len; cut++) {
+            char *copy = dup_exact(body, cut);
+            DistMessage m;
+            m.op = -1;
+            cr_assert_eq(dist_message_parse(copy, cut, &m), -EBADMSG, "op %ld cut to %zu",
+                         send_ops[i], cut);
+            cr_assert_eq(m.op, -1, "output written on failure");
+            free_exact(copy, cut);
+        }
+        free(body);
+        ei_x_free(&control);
+        ei_x_free(&payload);
+    }
+}
+
+Test(dist_frame, message_send_malformed)
+{
+    erlang_pid to = make_pid("daemon@host", 1);
+    ei_x_buff control;
+    ei_x_buff payload;
+    size_t len;
+    DistMessage m;
+
+    encode_payload(&payload);
+
+    /* SEND with the four elements of SEND_TT. */
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 4), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_SEND), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, ""), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &to), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, "trace_token"), 0);
+    char *body = build_message(&control, &payload, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
+    free(body);
+    ei_x_free(&control);
+
+    /* SEND whose ToPid is a registered name. */
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 3), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_SEND), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, ""), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, "snakepit"), 0);
+    body = build_message(&control, &payload, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
+    free(body);
+    ei_x_free(&control);
+
+    /* SEND_SENDER whose FromPid is an atom. */
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 3), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_SEND_SENDER), 0);
+    cr_assert_eq(ei_x_encode_atom(&control, "nobody"), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &to), 0);
+    body = build_message(&control, &payload, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
+    free(body);
+    ei_x_free(&control);
+
+    /* SEND_SENDER_TT without its trace token. */
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&control, 3), 0);
+    cr_assert_eq(ei_x_encode_long(&control, DIST_OP_SEND_SENDER_TT), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &to), 0);
+    cr_assert_eq(ei_x_encode_pid(&control, &to), 0);
+    body = build_message(&control, &payload, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), -EBADMSG);
+    free(body);
+    ei_x_free(&control);
+    ei_x_free(&payload);
 }
 
 Test(dist_frame, message_unsupported_ops)
@@ -655,8 +774,10 @@ Test(dist_frame, message_unsupported_ops)
     erlang_pid a = make_pid("a@host", 1);
     erlang_pid b = make_pid("b@host", 2);
     erlang_ref ref = make_ref("a@host", 3);
-    static const long ops[] = {DIST_OP_LINK, DIST_OP_EXIT, DIST_OP_UNLINK, DIST_OP_MONITOR_P,
-                               DIST_OP_DEMONITOR_P, DIST_OP_ALIAS_SEND, 99};
+    /* 21 and 28 are MONITOR_P_EXIT and PAYLOAD_MONITOR_P_EXIT. */
+    static const long ops[] = {DIST_OP_LINK,      DIST_OP_EXIT,        DIST_OP_UNLINK,
+                               DIST_OP_MONITOR_P, DIST_OP_DEMONITOR_P, 21,
+                               28,                DIST_OP_ALIAS_SEND,  99};
 
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
         ei_x_buff control;
@@ -674,6 +795,9 @@ Test(dist_frame, message_unsupported_ops)
         char *body = build_message(&control, &payload, &len);
         cr_assert_eq(dist_message_parse(body, len, &m), -ENOTSUP, "op %ld", ops[i]);
         cr_assert_eq(m.op, -1, "output written on failure");
+        long op = -1;
+        cr_assert_eq(dist_message_op(body, len, &op), 0, "op %ld", ops[i]);
+        cr_assert_eq(op, ops[i]);
         free(body);
         ei_x_free(&control);
         ei_x_free(&payload);
@@ -818,6 +942,211 @@ Test(dist_frame, message_head_of_truncated_frame)
     free(body);
     ei_x_free(&control);
     ei_x_free(&payload);
+}
+
+Test(dist_frame, message_op_every_truncated_prefix)
+{
+    erlang_pid from = make_pid("caller@host", 77);
+    ei_x_buff control;
+    ei_x_buff payload;
+    size_t len;
+    long op;
+
+    encode_reg_send(&control, DIST_OP_REG_SEND, &from, "snakepit");
+    encode_payload(&payload);
+    char *body = build_message(&control, &payload, &len);
+    size_t control_end = 1 + (size_t)control.index;
+
+    for (size_t cut = 0; cut <= len; cut++) {
+        char *copy = dup_exact(body, cut);
+        op = -1;
+        int r = dist_message_op(copy, cut, &op);
+        if (cut < control_end) {
+            cr_assert_eq(r, -EBADMSG, "cut to %zu inside the control term", cut);
+            cr_assert_eq(op, -1, "output written on failure");
+        } else {
+            cr_assert_eq(r, 0, "cut to %zu after the control term", cut);
+            cr_assert_eq(op, DIST_OP_REG_SEND);
+        }
+        free_exact(copy, cut);
+    }
+    free(body);
+    ei_x_free(&control);
+    ei_x_free(&payload);
+}
+
+/* ---- Liveness probes ---- */
+
+Test(dist_frame, probe_encode)
+{
+    erlang_pid self = make_pid("daemon@host", 0);
+    erlang_pid caller = make_pid("caller@host", 42);
+    erlang_ref ref = make_ref("daemon@host", 8);
+    ei_x_buff control;
+    ei_x_buff message;
+    char *printed = NULL;
+    int index = 0;
+    DistMessage m;
+    size_t len;
+
+    cr_assert_eq(ei_x_new_with_version(&control), 0);
+    cr_assert_eq(ei_x_new_with_version(&message), 0);
+    cr_assert_eq(dist_probe_encode(&control, &message, &self, &ref, &caller), 0);
+
+    /* The control message parses as a REG_SEND from the daemon to rex. */
+    char *body = build_message(&control, &message, &len);
+    cr_assert_eq(dist_message_parse(body, len, &m), 0);
+    cr_assert_eq(m.op, DIST_OP_REG_SEND);
+    cr_assert_str_eq(m.from.node, "daemon@host");
+    cr_assert_str_eq(m.to_name, "rex");
+
+    /* The message is a gen_server call that rex runs as rpc:call/4 does. */
+    DistCall call;
+    cr_assert_eq(dist_call_parse(m.payload, m.payload_len, &call), 0);
+    cr_assert_not(call.is_cast);
+    cr_assert_not(call.has_alias);
+    cr_assert_str_eq(call.pid.node, "daemon@host");
+    erlang_ref tag;
+    cr_assert_eq(ei_decode_ref(call.tag, &index, &tag), 0);
+    cr_assert_eq(tag.n[0], ref.n[0]);
+    index = 0;
+    cr_assert_geq(ei_s_print_term(&printed, call.request, &index), 0);
+    cr_assert_eq((size_t)index, call.request_len);
+    cr_assert_str_eq(printed, "{call, erlang, is_process_alive, [<caller@host.42.3>], user}");
+    free(printed);
+    free(body);
+    ei_x_free(&control);
+    ei_x_free(&message);
+}
+
+/* {Ref, Reply} with its version byte, where `encode_reply` writes Reply. */
+static char *build_probe_reply(const erlang_ref *ref, void (*encode_reply)(ei_x_buff *),
+                               size_t *len)
+{
+    ei_x_buff x;
+
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&x, 2), 0);
+    cr_assert_eq(ei_x_encode_ref(&x, ref), 0);
+    encode_reply(&x);
+    char *copy = dup_exact(x.buff, (size_t)x.index);
+    *len = (size_t)x.index;
+    ei_x_free(&x);
+    return copy;
+}
+
+static void encode_true(ei_x_buff *x)
+{
+    cr_assert_eq(ei_x_encode_atom(x, "true"), 0);
+}
+
+static void encode_false(ei_x_buff *x)
+{
+    cr_assert_eq(ei_x_encode_atom(x, "false"), 0);
+}
+
+static void encode_badrpc(ei_x_buff *x)
+{
+    cr_assert_eq(ei_x_encode_tuple_header(x, 2), 0);
+    cr_assert_eq(ei_x_encode_atom(x, "badrpc"), 0);
+    cr_assert_eq(ei_x_encode_atom(x, "nodedown"), 0);
+}
+
+static void encode_other_atom(ei_x_buff *x)
+{
+    cr_assert_eq(ei_x_encode_atom(x, "maybe"), 0);
+}
+
+Test(dist_frame, probe_reply_results)
+{
+    static const struct {
+        void (*encode_reply)(ei_x_buff *);
+        DistProbeResult expected;
+    } cases[] = {
+        {encode_true, DIST_PROBE_ALIVE},
+        {encode_false, DIST_PROBE_EXITED},
+        {encode_badrpc, DIST_PROBE_UNKNOWN},
+        {encode_other_atom, DIST_PROBE_UNKNOWN},
+    };
+    erlang_ref ref = make_ref("daemon@host", 8);
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len;
+        char *payload = build_probe_reply(&ref, cases[i].encode_reply, &len);
+        erlang_ref out;
+        DistProbeResult result = DIST_PROBE_ALIVE;
+        memset(&out, 0, sizeof(out));
+        cr_assert_eq(dist_probe_reply_parse(payload, len, &out, &result), 0, "case %zu", i);
+        cr_assert_eq(result, cases[i].expected, "case %zu", i);
+        cr_assert_str_eq(out.node, "daemon@host");
+        cr_assert_eq(out.len, ref.len);
+        cr_assert_eq(memcmp(out.n, ref.n, sizeof(ref.n[0]) * (size_t)ref.len), 0);
+        free_exact(payload, len);
+    }
+}
+
+Test(dist_frame, probe_reply_every_truncated_prefix)
+{
+    erlang_ref ref = make_ref("daemon@host", 8);
+    void (*replies[])(ei_x_buff *) = {encode_false, encode_badrpc};
+
+    for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
+        size_t len;
+        char *payload = build_probe_reply(&ref, replies[i], &len);
+        for (size_t cut = 0; cut < len; cut++) {
+            char *copy = dup_exact(payload, cut);
+            erlang_ref out;
+            DistProbeResult result = DIST_PROBE_ALIVE;
+            out.len = -1;
+            cr_assert_eq(dist_probe_reply_parse(copy, cut, &out, &result), -EBADMSG,
+                         "reply %zu cut to %zu", i, cut);
+            cr_assert_eq(out.len, -1, "output written on failure");
+            cr_assert_eq(result, DIST_PROBE_ALIVE, "output written on failure");
+            free_exact(copy, cut);
+        }
+        free_exact(payload, len);
+    }
+}
+
+Test(dist_frame, probe_reply_malformed)
+{
+    erlang_ref ref = make_ref("daemon@host", 8);
+    erlang_pid pid = make_pid("daemon@host", 0);
+    erlang_ref out;
+    DistProbeResult result;
+    ei_x_buff x;
+
+    /* A three-tuple. */
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&x, 3), 0);
+    cr_assert_eq(ei_x_encode_ref(&x, &ref), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "false"), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "false"), 0);
+    cr_assert_eq(dist_probe_reply_parse(x.buff, (size_t)x.index, &out, &result), -EBADMSG);
+    ei_x_free(&x);
+
+    /* A pid where the reference belongs. */
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&x, 2), 0);
+    cr_assert_eq(ei_x_encode_pid(&x, &pid), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "false"), 0);
+    cr_assert_eq(dist_probe_reply_parse(x.buff, (size_t)x.index, &out, &result), -EBADMSG);
+    ei_x_free(&x);
+
+    /* A list, and a reply followed by another term. */
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(ei_x_encode_list_header(&x, 1), 0);
+    cr_assert_eq(ei_x_encode_ref(&x, &ref), 0);
+    cr_assert_eq(ei_x_encode_empty_list(&x), 0);
+    cr_assert_eq(dist_probe_reply_parse(x.buff, (size_t)x.index, &out, &result), -EBADMSG);
+    ei_x_free(&x);
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&x, 2), 0);
+    cr_assert_eq(ei_x_encode_ref(&x, &ref), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "false"), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "extra"), 0);
+    cr_assert_eq(dist_probe_reply_parse(x.buff, (size_t)x.index, &out, &result), -EBADMSG);
+    ei_x_free(&x);
 }
 
 /* ---- dist_call_parse ---- */

@@ -5,7 +5,9 @@ defmodule Snakepit.StreamRelay do
   # consumer. The daemon sends the chunks to the process that made the `:execute_stream` call,
   # and the protocol has no request to cancel a stream. With the relay as that process, a
   # consumer that stops early (as `Enum.take/2` does) kills the relay, so the VM drops the
-  # chunks that arrive later instead of leaving them in the consumer's mailbox.
+  # chunks that arrive later instead of leaving them in the consumer's mailbox. The daemon
+  # checks every second whether the relay, as the stream's caller, is alive, so the relay's exit
+  # also cancels the stream and frees its worker.
 
   alias Snakepit.{Connection, Error}
 

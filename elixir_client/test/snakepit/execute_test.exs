@@ -93,7 +93,7 @@ defmodule Snakepit.ExecuteTest do
   end
 
   test "early halt leaves no messages behind" do
-    # An endless generator, ended by the call's deadline on the daemon.
+    # An endless generator. The daemon cancels it when the relay exits, or else at the deadline.
     endless = Snakepit.stream("python.itertools.count", [], timeout: 1_500)
     assert Enum.take(endless, 5) == [0, 1, 2, 3, 4]
 

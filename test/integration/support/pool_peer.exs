@@ -21,6 +21,26 @@ defmodule Snakepit.Test.PoolPeerMain do
     Process.sleep(:infinity)
   end
 
+  # Open a stream of one item every 100 ms for 60 s, print STREAMING after its first chunk, and
+  # keep reading until the test stops this node.
+  def main(["stream", daemon]) do
+    daemon = String.to_atom(daemon)
+
+    {:ok, ref} =
+      GenServer.call(
+        {:snakepit, daemon},
+        {:execute_stream, "python.pool_fixtures.tick", [600, 0.1], [timeout: 60_000]}
+      )
+
+    receive do
+      {:snakepit_stream, ^ref, {:chunk, 0}} -> IO.puts("STREAMING")
+    after
+      10_000 -> IO.puts("NO CHUNK")
+    end
+
+    drain(ref)
+  end
+
   # Run python.time.sleep(SECONDS) and report the result, the time it took and whether the
   # connection to the daemon went down meanwhile.
   def main(["long_call", daemon, seconds]) do
@@ -54,7 +74,12 @@ defmodule Snakepit.Test.PoolPeerMain do
     connected = daemon in Node.list(:hidden)
     IO.puts("RESULT #{inspect(result)} ms=#{elapsed} nodedown=#{nodedown} connected=#{connected}")
   end
+
+  defp drain(ref) do
+    receive do
+      {:snakepit_stream, ^ref, _} -> drain(ref)
+    end
+  end
 end
 
 Snakepit.Test.PoolPeerMain.main(System.argv())
-
