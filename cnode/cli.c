@@ -74,9 +74,10 @@ static void usage(FILE *out)
           "  --version                print the version and exit\n"
           "  --help                   print this help and exit\n"
           "\n"
-          "Exit status: 0 after SIGTERM or SIGINT, 1 after a second signal during the\n"
-          "shutdown, 64 bad usage, 78 bad configuration, 69 epmd unreachable, node name\n"
-          "already registered, or the --owner node never connected.\n",
+          "Exit status: 0 after SIGTERM or SIGINT, 1 after a second signal more than\n"
+          "200 ms into the shutdown, 64 bad usage, 78 bad configuration, 69 epmd\n"
+          "unreachable, node name already registered, or the --owner node never\n"
+          "connected, 71 the event loop could not be created.\n",
           out);
 }
 

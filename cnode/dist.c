@@ -509,11 +509,12 @@ static void pending_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 
 /* ---- Acceptor threads ---- */
 
-static void log_handshake_failure(Dist *d, const ErlConnect *conp, int err)
+/* `peer` is the address of the accepted socket; ei fills conp's only after a success. */
+static void log_handshake_failure(Dist *d, const ErlConnect *conp, const char *peer, int err)
 {
     unsigned dropped = 0;
     bool emit;
-    char addr[INET_ADDRSTRLEN] = "unknown address";
+    char more[64] = "";
 
     pthread_mutex_lock(&d->ratelimit_lock);
     emit = log_ratelimit_check(&d->handshake_ratelimit, log_now_ms(), &dropped);
@@ -521,13 +522,39 @@ static void log_handshake_failure(Dist *d, const ErlConnect *conp, int err)
     if (!emit) {
         return;
     }
-    /* ei fills in the peer's address only after a successful handshake. */
-    if (memcmp(conp->ipadr, "\0\0\0\0", 4) != 0) {
-        inet_ntop(AF_INET, conp->ipadr, addr, sizeof(addr));
+    if (dropped > 0) {
+        snprintf(more, sizeof(more), "; %u similar failures since the last one not logged",
+                 dropped);
     }
     log_warning("Handshake with a peer at %s (node '%s') failed, wrong cookie or protocol "
-                "error: erl_errno %d (%u similar failures not logged)",
-                addr, conp->nodename, err, dropped);
+                "error (ei error %d%s)",
+                peer, conp->nodename[0] ? conp->nodename : "unknown", err, more);
+}
+
+/* Format the address of the peer of socket `fd` as ADDRESS:PORT, or "unknown address". */
+static void peer_address(int fd, char *out, size_t size)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+    char host[INET6_ADDRSTRLEN] = "";
+    unsigned port = 0;
+
+    snprintf(out, size, "unknown address");
+    if (getpeername(fd, (struct sockaddr *)&sa, &len) < 0) {
+        return;
+    }
+    if (sa.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    }
+    if (host[0]) {
+        snprintf(out, size, "%s:%u", host, port);
+    }
 }
 
 /*
@@ -615,13 +642,15 @@ static void *handshake_main(void *arg)
 
     free(arg);
     memset(&conp, 0, sizeof(conp));
+    char peer[INET6_ADDRSTRLEN + 8];
+    peer_address(job.fd, peer, sizeof(peer));
     handshake_fd = job.fd;
     int fd = ei_accept_tmo(&ec, d->listen_fd, &conp, d->config.handshake_timeout_ms);
     int err = erl_errno;
     handshake_fd = -1;
     if (fd < 0) {
         if (!atomic_load(&d->stopping)) {
-            log_handshake_failure(d, &conp, err);
+            log_handshake_failure(d, &conp, peer, err);
         }
         handshake_forget(d, -1);
         handshake_forget(d, job.fd);

@@ -111,7 +111,7 @@ static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     Daemon *d = w->data;
 
-    log_warning("Shutdown timed out with %u calls in flight; exiting", d->calls_in_flight);
+    log_warning("Shutdown timed out, calls still in flight: %u; exiting", d->calls_in_flight);
     /* Every call gets a reply, so the running ones get shutting_down before the workers go. */
     for (size_t i = 0; i < d->pool_count; i++) {
         worker_pool_abort_running(d->pools[i]);
@@ -167,7 +167,7 @@ void daemon_shutdown(Daemon *d, const char *reason)
     }
     d->shutting_down = true;
     exit_on_next_signal(d);
-    log_notice("Shutting down (%s): %u calls in flight", reason, d->calls_in_flight);
+    log_notice("Shutting down (%s), calls in flight: %u", reason, d->calls_in_flight);
     sd_notify_send("STOPPING=1");
     dist_stop_accepting(d->dist);
     for (size_t i = 0; i < d->pool_count; i++) {

@@ -300,7 +300,7 @@ defmodule Snakepit do
   end
 
   defp list_nodes(call_opts) do
-    case {Keyword.fetch(call_opts, :node), Connection.healthy_nodes()} do
+    case {Keyword.fetch(call_opts, :node), Connection.routable_nodes()} do
       {:error, []} ->
         {:error, Error.new(:nodedown, "no Snakepit node is connected")}
 

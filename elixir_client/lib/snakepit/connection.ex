@@ -32,6 +32,10 @@ defmodule Snakepit.Connection do
   # Deadline of the `:ping` and `:register_libraries` requests made while connecting.
   @probe_timeout_ms 5_000
 
+  # How long a call made just after the start waits for the first connection attempts: one
+  # attempt makes at most a `:ping` and a `:register_libraries` request.
+  @start_wait_ms 2 * @probe_timeout_ms + 1_000
+
   @type node_status :: :connecting | :up | :down
 
   ## Client API
@@ -51,6 +55,31 @@ defmodule Snakepit.Connection do
       nil -> []
       nodes -> nodes
     end
+  end
+
+  @doc """
+  Returns the healthy nodes for a call. Until the first connection attempt of every configured
+  node has finished, which takes a moment after the application starts, it waits for those
+  attempts (at most #{@start_wait_ms} ms), so that the first calls of an application find the
+  nodes that are up.
+  """
+  @spec routable_nodes() :: [node()]
+  def routable_nodes do
+    case healthy_nodes() do
+      [] ->
+        if lookup(:starting), do: await_start()
+        healthy_nodes()
+
+      healthy ->
+        healthy
+    end
+  end
+
+  defp await_start do
+    GenServer.call(__MODULE__, :await_start, @start_wait_ms)
+  catch
+    # The caller goes on with the nodes that are up by now, and gets :nodedown if none is.
+    :exit, _reason -> :ok
   end
 
   @doc """
@@ -91,7 +120,7 @@ defmodule Snakepit.Connection do
   """
   @spec route(keyword()) :: {:ok, node()} | {:error, Error.t()}
   def route(opts) do
-    healthy = healthy_nodes()
+    healthy = routable_nodes()
     explicit = Keyword.get(opts, :node)
     session_id = Keyword.get(opts, :session_id)
 
@@ -188,8 +217,19 @@ defmodule Snakepit.Connection do
   @impl true
   def init(%Config{} = config) do
     :ets.new(@table, [:named_table, :public, :set, read_concurrency: true])
+    starting = MapSet.new(config.nodes)
     :ets.insert(@table, [{:config, config}, {:healthy, []}, {:counter, 0}])
-    state = %{config: config, nodes: %{}, order: [], waiters: %{}}
+    :ets.insert(@table, {:starting, MapSet.size(starting) > 0})
+
+    state = %{
+      config: config,
+      nodes: %{},
+      order: [],
+      waiters: %{},
+      starting: starting,
+      start_waiters: []
+    }
+
     {:ok, Enum.reduce(config.nodes, state, &manage/2)}
   end
 
@@ -211,8 +251,14 @@ defmodule Snakepit.Connection do
         if entry.status == :up, do: Node.monitor(node, false)
         if entry.timer, do: Process.cancel_timer(entry.timer)
         state = %{state | nodes: nodes, order: List.delete(state.order, node)}
-        {:reply, :ok, publish_healthy(state)}
+        {:reply, :ok, state |> publish_healthy() |> first_attempt_done(node)}
     end
+  end
+
+  def handle_call(:await_start, from, state) do
+    if MapSet.size(state.starting) == 0,
+      do: {:reply, :ok, state},
+      else: {:noreply, %{state | start_waiters: [from | state.start_waiters]}}
   end
 
   def handle_call({:await_node, node}, from, state) do
@@ -241,7 +287,7 @@ defmodule Snakepit.Connection do
   def handle_info({:probe_result, node, attempt_ref, result}, state) do
     case state.nodes do
       %{^node => %{attempt_ref: ^attempt_ref} = entry} ->
-        {:noreply, probe_done(node, entry, result, state)}
+        {:noreply, node |> probe_done(entry, result, state) |> first_attempt_done(node)}
 
       _stale ->
         {:noreply, state}
@@ -330,6 +376,23 @@ defmodule Snakepit.Connection do
     level = if entry.attempts == 0, do: :warning, else: :debug
     Logger.log(level, "Snakepit node #{node} is not reachable: #{describe_failure(failure)}")
     schedule_reconnect(node, %{entry | status: :down}, state)
+  end
+
+  # The first attempts of the configured nodes have all finished: calls stop waiting for them.
+  defp first_attempt_done(%{starting: starting} = state, node) do
+    if MapSet.member?(starting, node) do
+      starting = MapSet.delete(starting, node)
+
+      if MapSet.size(starting) == 0 do
+        :ets.insert(@table, {:starting, false})
+        Enum.each(state.start_waiters, &GenServer.reply(&1, :ok))
+        %{state | starting: starting, start_waiters: []}
+      else
+        %{state | starting: starting}
+      end
+    else
+      state
+    end
   end
 
   defp node_up(node, entry, state) do

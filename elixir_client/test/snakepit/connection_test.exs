@@ -41,6 +41,25 @@ defmodule Snakepit.ConnectionTest do
              Snakepit.execute_stream("python.builtins.iter", [[1]], fn _chunk -> :ok end)
   end
 
+  test "the first call after the start waits for the first connection" do
+    daemon = start_daemon("first_call")
+
+    for _round <- 1..5 do
+      {:ok, _apps} = App.restart(nodes: [daemon.node])
+      assert {:ok, %{node: node}} = Snakepit.info()
+      assert node == daemon.node
+    end
+  end
+
+  test "the first call after the start gets nodedown soon when no daemon runs" do
+    absent = :"snakepit_absent_#{System.unique_integer([:positive])}@127.0.0.1"
+    {:ok, _apps} = App.restart(nodes: [absent])
+    {ms, reply} = Wait.timed(fn -> Snakepit.ping(timeout: 10_000) end)
+
+    assert {:error, %Error{kind: :nodedown}} = reply
+    assert ms < 2_000, "the call waited #{ms} ms"
+  end
+
   test "calls round-robin over healthy nodes" do
     a = start_daemon("rr_a")
     b = start_daemon("rr_b")
