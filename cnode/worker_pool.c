@@ -195,13 +195,21 @@ static void job_answer(PoolJob *job, const char *term, size_t len)
     job_deliver(job, term, len);
 }
 
+/*
+ * The reply hook owns the caller from here on. Sending may close the caller's connection (its
+ * output queue over the limit), and the node-down that follows must neither free the caller a
+ * second time nor cancel this job, which has its answer: `delivering` makes it skip the job.
+ */
 static void job_deliver(PoolJob *job, const char *term, size_t len)
 {
     WorkerPool *pool = job->pool;
+    DistCaller *caller = job->caller;
 
-    if (job->caller) {
-        pool->hooks.reply(pool->userdata, job->caller, term, len);
+    job->delivering = true;
+    if (caller) {
         job->caller = NULL;
+        pool->hooks.reply(pool->userdata, caller, term, len);
+        job->delivering = false;
         return;
     }
     if (job->stream && job->stream_pid.node[0]) {
@@ -214,6 +222,7 @@ static void job_deliver(PoolJob *job, const char *term, size_t len)
         }
         stream_close(job);
     }
+    job->delivering = false;
 }
 
 static void job_answer_error(PoolJob *job, ErrorKind kind, const char *fmt, ...)
@@ -1143,7 +1152,7 @@ static bool job_is_from(const PoolJob *job, const char *node)
 {
     const char *from = job->caller ? job->caller->node : job->stream_pid.node;
 
-    return from[0] && strcmp(from, node) == 0;
+    return !job->delivering && from[0] && strcmp(from, node) == 0;
 }
 
 void worker_pool_cancel_node(WorkerPool *pool, const char *node)

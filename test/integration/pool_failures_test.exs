@@ -394,3 +394,32 @@ defmodule Snakepit.Test.PoolChaosTest do
   end
 end
 
+defmodule Snakepit.Test.PoolOutputLimitTest do
+  use ExUnit.Case, async: false
+  alias Snakepit.Test.{OsProcess, Peer, Pool}
+
+  # A caller node that stops reading while 4 MB replies keep coming: the reply that passes
+  # max_output_bytes closes its connection from inside the reply's send, and the node-down that
+  # follows cancels the node's other calls. The daemon must stay up for everyone else. That
+  # send used to free its caller a second time, and glibc aborted the daemon.
+  test "replies past max_output_bytes drop that node, not the daemon" do
+    ini = "[node]\nmax_output_bytes = 16777216\n\n" <> Pool.pool_ini(size: 4)
+    daemon = Pool.start_daemon!(ini)
+    node = daemon.node
+    script = Path.expand("support/pool_peer.exs", __DIR__)
+    {peer, _peer_node} = Peer.start!("blobs", [Atom.to_string(node)], script: script)
+    assert {:ok, _} = OsProcess.await_line(peer, ~r/^CALLING$/, 20_000)
+
+    OsProcess.signal(peer, "STOP")
+
+    assert {:ok, _} =
+             OsProcess.await_line(daemon.proc, ~r/its output queue would pass 16777216/, 20_000)
+
+    OsProcess.signal(peer, "KILL")
+    {:ok, _} = OsProcess.await_exit(peer, 5000)
+    Process.sleep(200)
+    assert OsProcess.exit_status(daemon.proc) == nil, "the daemon exited"
+    assert :pong = GenServer.call({:snakepit, node}, :ping, 5000)
+    assert {:ok, 7} = Pool.fixture(node, "echo", [7])
+  end
+end

@@ -5,6 +5,12 @@
 # Each mode prints one line per step so the test can follow it.
 
 defmodule Snakepit.Test.PoolPeerMain do
+  defp call_forever(server, request, parent) do
+    {:ok, _blob} = GenServer.call(server, request, 60_000)
+    send(parent, :replied)
+    call_forever(server, request, parent)
+  end
+
   # Create one session owned by this node and one without an owner, then halt at once.
   def main(["sessions", daemon, owned, unowned]) do
     daemon = String.to_atom(daemon)
@@ -12,6 +18,24 @@ defmodule Snakepit.Test.PoolPeerMain do
     {:ok, _} = GenServer.call({:snakepit, daemon}, {:session, :create, unowned, [owner: nil]})
     IO.puts("CREATED")
     System.halt(0)
+  end
+
+  # Keep 40 calls of python.pool_fixtures.blob(4_000_000) running, print CALLING once replies
+  # arrive, and go on until the test stops this node.
+  def main(["blobs", daemon]) do
+    daemon = String.to_atom(daemon)
+    parent = self()
+    request = {:execute, "python.pool_fixtures.blob", [4_000_000], [timeout: 60_000]}
+
+    for _ <- 1..40 do
+      spawn(fn -> call_forever({:snakepit, daemon}, request, parent) end)
+    end
+
+    receive do
+      :replied -> IO.puts("CALLING")
+    end
+
+    Process.sleep(:infinity)
   end
 
   # Connect to the daemon and stay connected until the test stops this node.
