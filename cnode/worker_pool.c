@@ -197,8 +197,9 @@ static void job_answer(PoolJob *job, const char *term, size_t len)
 
 /*
  * The reply hook owns the caller from here on. Sending may close the caller's connection (its
- * output queue over the limit), and the node-down that follows must neither free the caller a
- * second time nor cancel this job, which has its answer: `delivering` makes it skip the job.
+ * output queue over the limit). The node-down that follows must neither free the caller a
+ * second time nor cancel this job, whose reply is already made, so `delivering` makes it skip
+ * the job.
  */
 static void job_deliver(PoolJob *job, const char *term, size_t len)
 {

@@ -19,6 +19,11 @@
  * is cancelled within about this time plus a round trip to the caller's node.
  */
 #define WORKER_POOL_PROBE_INTERVAL_S 1.0
+/*
+ * A forked worker replies to heartbeats once its intermediate has exited, after the other forks
+ * of its batch. Until its HELLO, missed heartbeats count only after this long.
+ */
+#define WORKER_POOL_START_GRACE_S 30.0
 
 typedef enum {
     WORKER_FORKING,  /* FORK sent to the zygote */

@@ -641,6 +641,10 @@ static void worker_heartbeat_timer_cb(struct ev_loop *loop, ev_timer *timer, int
     if (w->state == WORKER_FORKING || w->state == WORKER_STOPPING) {
         return;
     }
+    if (w->state == WORKER_STARTING
+        && ev_now(loop) - w->fork_requested < WORKER_POOL_START_GRACE_S) {
+        return;
+    }
     if (w->heartbeat_outstanding) {
         w->heartbeats_missed++;
         log_warning("Pool '%s': worker %u (pid %d) missed heartbeat %u of %u",
@@ -726,9 +730,19 @@ static void worker_pidfd_cb(struct ev_loop *loop, ev_io *watcher, int revents)
 {
     Worker *w = watcher->data;
     char status[128];
+    int r = reap_pidfd(w->pidfd, status, sizeof(status), &w->exit_status, &w->exit_signal);
 
-    if (reap_pidfd(w->pidfd, status, sizeof(status), &w->exit_status, &w->exit_signal) == 0) {
+    if (r == 0) {
         return;
+    }
+    if (r < 0) {
+        /* ECHILD: it died while still the intermediate's child. Its zombie passes to the
+         * daemon, a child subreaper, when the intermediate exits, and the orphan reaper
+         * collects it. */
+        snprintf(status, sizeof(status), "exited before it became the daemon's child (%s)",
+                 strerror(-r));
+        w->exit_status = -1;
+        w->exit_signal = -1;
     }
     worker_pool_on_worker_exit(w->pool, w, status);
 }

@@ -50,11 +50,16 @@
 #include "worker_session.h"
 
 #define WORKER_ZYGOTE_EXIT_CHILD_SETUP 71 /* EX_OSERR: a forked worker could not set itself up */
-/* The intermediate exits right after its fork; waiting longer means something is wrong. */
+/* The intermediate exits after the forks of its batch; waiting longer means something is wrong. */
 #define WORKER_ZYGOTE_REPARENT_TIMEOUT_MS 5000
 #define WORKER_ZYGOTE_VERSION_PROBE_TIMEOUT_MS 10000
-/* FORK requests served by one intermediate; more wait for the next batch. */
-#define WORKER_ZYGOTE_FORK_BATCH_MAX 64
+/*
+ * FORK requests served by one intermediate; more wait for the next batch. A worker starts only
+ * when its intermediate exits, so the batch is small. A batch of 64 from a 4 GB zygote took
+ * about 5 s, longer than the first workers' heartbeat misses allow. A batch of 8 takes an
+ * estimated eighth of that.
+ */
+#define WORKER_ZYGOTE_FORK_BATCH_MAX 8
 
 extern char **environ;
 

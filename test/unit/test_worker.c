@@ -766,10 +766,13 @@ Test(worker, worker_inherits_only_its_own)
     stop_all(&z, &w);
 }
 
-/* FORKs queued together are served by one intermediate; each worker still has only its fds. */
+/*
+ * FORKs queued together are served by intermediates of up to 8 workers (10 make two batches);
+ * each worker still has only its fds.
+ */
 Test(worker, batch_of_forks)
 {
-    enum { COUNT = 5 };
+    enum { COUNT = 10 };
     Zygote z;
     Worker w[COUNT];
     const char *args[] = {"--allow", ALLOW, NULL};
