@@ -175,16 +175,30 @@ out:
     return r;
 }
 
+/*
+ * The connection for a reply: the one the call came over, unless its From pid lives on another
+ * node (a $gen_call that a process there sent through a proxy). A BEAM peer drops a message for
+ * a pid that is not its own, so such a reply goes to the pid's node, when connected.
+ */
+static DistConn *reply_conn(const Dist *d, const DistCaller *caller)
+{
+    if (strcmp(caller->pid.node, caller->node) == 0) {
+        return find_conn_by_id(d, caller->conn_id);
+    }
+    return find_conn_by_node(d, caller->pid.node);
+}
+
 int dist_reply(Dist *d, DistCaller *caller, const char *reply, size_t len)
 {
-    DistConn *conn = d ? find_conn_by_id(d, caller->conn_id) : NULL;
+    DistConn *conn = d ? reply_conn(d, caller) : NULL;
     int r = -ENOTCONN;
 
     if (conn) {
         r = send_reply_frame(d, conn, caller, reply, len);
     }
     if (r < 0) {
-        log_debug_errno(r, "Dropped the reply to a call from node %s", caller->node);
+        log_debug_errno(r, "Dropped the reply to a call from node %s for a process on node %s",
+                        caller->node, caller->pid.node);
     }
     dist_caller_free(caller);
     return r;

@@ -137,6 +137,33 @@ defmodule Snakepit.Test.ConnectionsTest do
     assert GenServer.call({:snakepit, daemon.node}, :ping) == :pong
   end
 
+  # A $gen_call that reaches the daemon through another node carries a From pid of this node:
+  # the reply comes here directly, with the tag unchanged, as from a BEAM server.
+  test "a call forwarded by another node is answered to its caller" do
+    daemon = Daemon.start!()
+    {peer, peer_node} = Peer.start!("forward", [Atom.to_string(daemon.node)])
+    await!(peer, ~r/^FORWARDING$/, 30_000)
+    assert Node.ping(daemon.node) == :pong
+
+    for request <- [:ping, :nonsense] do
+      tag = make_ref()
+      send({:forwarder, peer_node}, {:forward, {:"$gen_call", {self(), tag}, request}})
+      assert_receive {^tag, reply}, 5000
+      if request == :ping, do: assert(reply == :pong)
+      if request == :nonsense, do: assert({:error, %{kind: :bad_request}} = reply)
+    end
+
+    # An alias tag, as GenServer.call makes it since OTP 24, gets its reply the same way.
+    alias_ref = :erlang.alias()
+
+    send(
+      {:forwarder, peer_node},
+      {:forward, {:"$gen_call", {self(), [:alias | alias_ref]}, :ping}}
+    )
+
+    assert_receive {[:alias | ^alias_ref], :pong}, 5000
+  end
+
   test "peer killed abruptly: disconnect logged, still registered, idle CPU (C21)" do
     daemon = Daemon.start!()
     os_pid = Daemon.os_pid(daemon)

@@ -5,6 +5,14 @@
 # Each mode prints one line per step ("CONNECTED", "DONE", ...) so the test can follow it.
 
 defmodule Snakepit.Test.PeerMain do
+  defp forward(daemon) do
+    receive do
+      {:forward, message} -> send({:snakepit, daemon}, message)
+    end
+
+    forward(daemon)
+  end
+
   def main(["calls", daemon, runner, n]) do
     daemon = String.to_atom(daemon)
     runner = String.to_atom(runner)
@@ -37,6 +45,16 @@ defmodule Snakepit.Test.PeerMain do
     IO.puts("CONNECTED #{Node.ping(daemon)}")
     IO.puts("CALL #{inspect(GenServer.call({:snakepit, daemon}, :ping))}")
     Process.sleep(:infinity)
+  end
+
+  # Register :forwarder, which sends each {:forward, message} on to the daemon's registered
+  # process unchanged, as a proxy between a caller and the daemon would.
+  def main(["forward", daemon]) do
+    daemon = String.to_atom(daemon)
+    :pong = Node.ping(daemon)
+    Process.register(self(), :forwarder)
+    IO.puts("FORWARDING")
+    forward(daemon)
   end
 
   def main(["pings", daemon, n]) do
