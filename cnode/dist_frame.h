@@ -97,7 +97,7 @@ typedef enum {
 
 /*
  * Append to `control` and `message` (each started with its version byte) a REG_SEND from `self`
- * to rex, the rpc server of every Erlang node, that asks whether `pid` is alive:
+ * to rex, the rpc server of every Erlang node, that queries whether `pid` is alive:
  * {'$gen_call', {Self, Ref}, {call, erlang, is_process_alive, [Pid], user}}. rex replies
  * {Ref, true | false} to `self`, or {Ref, {badrpc, Reason}}. Returns 0 or -ENOMEM.
  */

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# Streams whose caller goes away: while a stream is open, the daemon asks the caller's node every
-# second whether the caller is alive (erlang:is_process_alive/1 through rex), cancels the stream
-# when the caller exited or its node disconnects, and frees the worker long before the stream's
-# 60 s timeout. The daemon neither monitors nor links the caller, and probes stop with the stream.
+# Streams whose caller goes away. While a stream is open, the daemon queries the caller's node
+# every second whether the caller is alive (erlang:is_process_alive/1 through rex). It cancels
+# the stream when the caller exited or its node disconnects, and frees the worker long before the
+# stream's 60 s timeout. The daemon neither monitors nor links the caller, and probes stop with the stream.
 # The daemon runs at debug level, where it logs every probe it sends and every reply it gets.
 
 defmodule Snakepit.Test.PoolStreamCallersTest do
