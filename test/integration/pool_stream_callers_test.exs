@@ -185,7 +185,10 @@ defmodule Snakepit.Test.PoolStreamCallersTest do
   end
 
   test "plain calls send no monitor messages", %{daemon: daemon, node: node} do
-    ignored = fn -> length(Obs.log_lines(daemon, ~r/Ignored a control message with operation/)) end
+    ignored = fn ->
+      length(Obs.log_lines(daemon, ~r/Ignored a control message with operation/))
+    end
+
     daemon_pid = probe_request(node)
     assert_probes_stopped(daemon)
     before = ignored.()
