@@ -1148,10 +1148,13 @@ int worker_pool_encode_info(const WorkerPool *pool, ei_x_buff *x)
     return ei_x_encode_boolean(x, worker_pool_ready(pool));
 }
 
-/* Whether the call's reply or stream goes to a process on `node`. */
+/*
+ * Whether the call's reply or stream goes to a process on `node`. For a call that a proxy node
+ * forwarded, that is the From pid's node, not the proxy's.
+ */
 static bool job_is_from(const PoolJob *job, const char *node)
 {
-    const char *from = job->caller ? job->caller->node : job->stream_pid.node;
+    const char *from = job->caller ? job->caller->pid.node : job->stream_pid.node;
 
     return !job->delivering && from[0] && strcmp(from, node) == 0;
 }

@@ -423,3 +423,25 @@ defmodule Snakepit.Test.PoolOutputLimitTest do
     assert {:ok, 7} = Pool.fixture(node, "echo", [7])
   end
 end
+
+defmodule Snakepit.Test.PoolForwardedCallTest do
+  use ExUnit.Case, async: false
+  alias Snakepit.Test.{OsProcess, Peer, Pool}
+
+  # A call that a proxy node forwarded belongs to its caller's node: the proxy's disconnect
+  # does not cancel it, and the reply still reaches the caller.
+  test "a forwarded call outlives its proxy node" do
+    daemon = Pool.start_daemon!(Pool.pool_ini(size: 1))
+    {proxy, proxy_node} = Peer.start!("forward", [Atom.to_string(daemon.node)])
+    assert {:ok, _} = OsProcess.await_line(proxy, ~r/^FORWARDING$/, 30_000)
+
+    tag = make_ref()
+    request = {:execute, "python.pool_fixtures.sleep", [1, :slept], []}
+    send({:forwarder, proxy_node}, {:forward, {:"$gen_call", {self(), tag}, request}})
+    Process.sleep(300)
+    OsProcess.signal(proxy, "KILL")
+    {:ok, _} = OsProcess.await_exit(proxy, 5000)
+
+    assert_receive {^tag, {:ok, :slept}}, 5000
+  end
+end
