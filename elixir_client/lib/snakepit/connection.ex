@@ -58,10 +58,10 @@ defmodule Snakepit.Connection do
   end
 
   @doc """
-  Returns the healthy nodes for a call. Until the first connection attempt of every configured
-  node has finished, which takes a moment after the application starts, it waits for those
-  attempts (at most #{@start_wait_ms} ms), so that the first calls of an application find the
-  nodes that are up.
+  Returns the healthy nodes for a call. Just after the application starts, while no node is
+  healthy yet, it waits until one is up or the first connection attempt of every configured
+  node has finished (at most #{@start_wait_ms} ms), so that the first calls of an application
+  find the nodes that are up.
   """
   @spec routable_nodes() :: [node()]
   def routable_nodes do
@@ -378,21 +378,22 @@ defmodule Snakepit.Connection do
     schedule_reconnect(node, %{entry | status: :down}, state)
   end
 
-  # The first attempts of the configured nodes have all finished: calls stop waiting for them.
+  # Calls stop waiting for the start once a node is up or every configured node's first attempt
+  # has finished, whichever comes first.
   defp first_attempt_done(%{starting: starting} = state, node) do
-    if MapSet.member?(starting, node) do
-      starting = MapSet.delete(starting, node)
+    starting = MapSet.delete(starting, node)
 
-      if MapSet.size(starting) == 0 do
-        :ets.insert(@table, {:starting, false})
-        Enum.each(state.start_waiters, &GenServer.reply(&1, :ok))
-        %{state | starting: starting, start_waiters: []}
-      else
-        %{state | starting: starting}
-      end
+    if MapSet.size(starting) == 0 or match?(%{status: :up}, state.nodes[node]) do
+      end_start(state)
     else
-      state
+      %{state | starting: starting}
     end
+  end
+
+  defp end_start(%{start_waiters: waiters} = state) do
+    :ets.insert(@table, {:starting, false})
+    Enum.each(waiters, &GenServer.reply(&1, :ok))
+    %{state | starting: MapSet.new(), start_waiters: []}
   end
 
   defp node_up(node, entry, state) do

@@ -51,6 +51,22 @@ defmodule Snakepit.ConnectionTest do
     end
   end
 
+  # A stopped daemon's connection attempt hangs (Node.connect waits for net_setuptime), so
+  # the first calls must go to the node that is up as soon as it is.
+  test "the first call does not wait for a hung node once another is up" do
+    hung = start_daemon("first_hung")
+    up = start_daemon("first_up")
+    Daemon.signal(hung, "STOP")
+    on_exit(fn -> Daemon.signal(hung, "CONT") end)
+
+    {:ok, _apps} = App.restart(nodes: [hung.node, up.node])
+    {ms, reply} = Wait.timed(fn -> Snakepit.info() end)
+
+    assert {:ok, %{node: node}} = reply
+    assert node == up.node
+    assert ms < 2_000, "the first call waited #{ms} ms"
+  end
+
   test "the first call after the start gets nodedown soon when no daemon runs" do
     absent = :"snakepit_absent_#{System.unique_integer([:positive])}@127.0.0.1"
     {:ok, _apps} = App.restart(nodes: [absent])
