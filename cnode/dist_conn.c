@@ -61,6 +61,7 @@ struct DistConn {
 
     ev_tstamp last_read;
     bool closed;
+    int close_err; /* set when the queue passed its limit: the flush closes the connection */
     unsigned depth; /* callbacks on the stack; memory is freed when it drops to 0 */
 };
 
@@ -147,14 +148,19 @@ static void conn_update_write_watcher(DistConn *c)
 
 static int conn_queue(DistConn *c, const struct iovec *parts, int count, size_t total)
 {
-    if (c->closed) {
+    if (c->closed || c->close_err) {
         return -ENOTCONN;
     }
+    /*
+     * The close waits for the flush, so the connection's on_close handler never runs inside a
+     * sender that is in the middle of a reply.
+     */
     if (c->out.bytes + total > c->limits.max_output_bytes) {
         log_warning("Disconnecting node %s: its output queue would pass %zu bytes (it is not "
                     "reading)",
                     c->node, c->limits.max_output_bytes);
-        dist_conn_close(c, -ENOBUFS);
+        c->close_err = -ENOBUFS;
+        conn_mark_dirty(c);
         return -ENOBUFS;
     }
     if (outbuf_append(&c->out, parts, count) < 0) {
@@ -169,6 +175,10 @@ static int conn_queue(DistConn *c, const struct iovec *parts, int count, size_t 
 
 static void conn_flush(DistConn *c)
 {
+    if (c->close_err) {
+        dist_conn_close(c, c->close_err);
+        return;
+    }
     int r = outbuf_flush(&c->out, c->fd);
 
     if (r < 0) {

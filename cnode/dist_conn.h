@@ -54,7 +54,7 @@ const char *dist_conn_node(const DistConn *conn);
  * Queue one message frame: 'p', `control` and `message` (both with version bytes; `message` may
  * be NULL). It is written before the loop next waits for events, with the other messages of this
  * iteration. Returns 0, -ENOTCONN after a close, or -ENOBUFS when the peer's write queue is over
- * its limit, in which case the connection is closed.
+ * its limit, in which case the connection closes before the loop next waits.
  */
 int dist_conn_send(DistConn *conn, const char *control, size_t control_len, const char *message,
                    size_t message_len);

@@ -195,22 +195,14 @@ static void job_answer(PoolJob *job, const char *term, size_t len)
     job_deliver(job, term, len);
 }
 
-/*
- * The reply hook owns the caller from here on. Sending may close the caller's connection (its
- * output queue over the limit). The node-down that follows must neither free the caller a
- * second time nor cancel this job, whose reply is already made, so `delivering` makes it skip
- * the job.
- */
 static void job_deliver(PoolJob *job, const char *term, size_t len)
 {
     WorkerPool *pool = job->pool;
     DistCaller *caller = job->caller;
 
-    job->delivering = true;
     if (caller) {
-        job->caller = NULL;
+        job->caller = NULL; /* the reply hook frees it */
         pool->hooks.reply(pool->userdata, caller, term, len);
-        job->delivering = false;
         return;
     }
     if (job->stream && job->stream_pid.node[0]) {
@@ -223,7 +215,6 @@ static void job_deliver(PoolJob *job, const char *term, size_t len)
         }
         stream_close(job);
     }
-    job->delivering = false;
 }
 
 static void job_answer_error(PoolJob *job, ErrorKind kind, const char *fmt, ...)
@@ -1156,7 +1147,7 @@ static bool job_is_from(const PoolJob *job, const char *node)
 {
     const char *from = job->caller ? job->caller->pid.node : job->stream_pid.node;
 
-    return !job->delivering && from[0] && strcmp(from, node) == 0;
+    return from[0] && strcmp(from, node) == 0;
 }
 
 void worker_pool_cancel_node(WorkerPool *pool, const char *node)

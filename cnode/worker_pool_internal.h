@@ -49,7 +49,6 @@ typedef struct PoolJob {
     ev_timer probe_timer;  /* active while the stream is open */
     unsigned probes_sent;
     bool cancelled;        /* the caller went away: an interrupt is not a timeout */
-    bool delivering; /* its reply or last message is being sent: a node-down skips it */
     char *payload;
     size_t payload_len;
     ev_tstamp submitted;

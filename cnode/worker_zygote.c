@@ -622,8 +622,8 @@ static _Noreturn void run_intermediate(Zygote *z, const ForkJob *jobs, size_t co
 }
 
 /*
- * Read the intermediate's next report; returns the worker pid, -ETIMEDOUT when none came within
- * the reparent timeout (the intermediate hangs, for example stopped), or another negative errno.
+ * Read the intermediate's next report. Returns the worker pid, -ETIMEDOUT when none came within
+ * the reparent timeout (a hung intermediate, for example a stopped one), or another -errno.
  */
 static int read_report(int report_fd)
 {

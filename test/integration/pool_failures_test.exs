@@ -399,9 +399,9 @@ defmodule Snakepit.Test.PoolOutputLimitTest do
   alias Snakepit.Test.{OsProcess, Peer, Pool}
 
   # A caller node that stops reading while 4 MB replies keep coming: the reply that passes
-  # max_output_bytes closes its connection from inside the reply's send, and the node-down that
-  # follows cancels the node's other calls. The daemon must stay up for everyone else. That
-  # send used to free its caller a second time, and glibc aborted the daemon.
+  # max_output_bytes makes the daemon drop that connection, and the node-down that follows
+  # cancels the node's other calls. The daemon must stay up for everyone else. When the close
+  # ran inside the reply's send, the caller was freed twice and glibc aborted the daemon.
   test "replies past max_output_bytes drop that node, not the daemon" do
     ini = "[node]\nmax_output_bytes = 16777216\n\n" <> Pool.pool_ini(size: 4)
     daemon = Pool.start_daemon!(ini)
